@@ -1,0 +1,1 @@
+"""The stoQ v3 API, backed by stoq_core."""

@@ -1,0 +1,1 @@
+"""The ``stoq`` command line."""

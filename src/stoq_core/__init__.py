@@ -1,0 +1,50 @@
+"""stoQ's core: the hookspecs, the data model, the plugin manager and the scan engine.
+
+Plugin authors need ``hookimpl`` and the data classes; everything here is public API.
+"""
+
+from stoq_core._manager import ENTRY_POINT_GROUP, PluginInfo
+from stoq_core.config import StoqConfigParser
+from stoq_core.data_classes import (
+    ArchiverResponse,
+    DecoratorResponse,
+    DispatcherResponse,
+    Error,
+    ExtractedPayload,
+    Payload,
+    PayloadMeta,
+    PayloadResults,
+    Request,
+    RequestMeta,
+    StoqResponse,
+    WorkerResponse,
+)
+from stoq_core.engine import Stoq
+from stoq_core.exceptions import StoqException, StoqPluginException, StoqPluginNotFound
+from stoq_core.hookspecs import hookimpl
+
+__version__ = "4.0.0"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ArchiverResponse",
+    "DecoratorResponse",
+    "DispatcherResponse",
+    "Error",
+    "ExtractedPayload",
+    "Payload",
+    "PayloadMeta",
+    "PayloadResults",
+    "PluginInfo",
+    "Request",
+    "RequestMeta",
+    "Stoq",
+    "StoqConfigParser",
+    "StoqException",
+    "StoqPluginException",
+    "StoqPluginNotFound",
+    "StoqResponse",
+    "WorkerResponse",
+    "__version__",
+    "hookimpl",
+]

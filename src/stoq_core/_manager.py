@@ -1,0 +1,345 @@
+"""Finding, loading and registering plugins, one at a time and only those a run names.
+
+Plugins come from two places: the ``stoq.plugins`` entry-point group (installed distributions)
+and v3 plugin directories (``.stoq`` files). When both offer one name, the plugin directory wins:
+a directory is named by the user for this run (``--plugin-dir``, ``plugin_dir_list``), so it is
+the more specific choice, as a local file shadows an installed one. ``stoq list`` shows the
+shadowed entry point.
+
+A plugin that fails to import or construct is recorded with its name, origin and reason; every
+other plugin still loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import functools
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional
+
+import attrs
+import pluggy
+
+from stoq_core import _legacy, hookspecs
+from stoq_core.config import StoqConfigParser
+from stoq_core.exceptions import StoqPluginException, StoqPluginNotFound
+from stoq_core.plugins import BasePlugin
+
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "PluginManager"]
+
+ENTRY_POINT_GROUP = "stoq.plugins"
+
+log = logging.getLogger("stoq")
+
+
+@functools.cache
+def _entry_points() -> dict[str, tuple[importlib.metadata.EntryPoint, ...]]:
+    # Reading every distribution's metadata costs milliseconds: once per process is enough.
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        claims = found.setdefault(ep.name, [])
+        # The same distribution seen twice on sys.path is one claim, not a conflict.
+        if not any(_dist_name(c) == _dist_name(ep) for c in claims):
+            claims.append(ep)
+    return {name: tuple(eps) for name, eps in found.items()}
+
+
+def refresh_entry_points() -> None:
+    """Forget the cached entry points (after installing a distribution in this process)."""
+    _entry_points.cache_clear()
+    importlib.invalidate_caches()
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "?"
+
+
+def _dist_version(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.version if ep.dist is not None else ""
+
+
+@attrs.define
+class PluginInfo:
+    """What ``Stoq.list_plugins()`` says of one available plugin."""
+
+    name: str
+    version: str
+    origin: str  #: the distribution's name, or the plugin directory of a legacy plugin
+    kind: str  #: ``"entry point"`` or ``"plugin directory"``
+    description: str = ""
+    hooks: list[str] = attrs.field(factory=list)
+    error: Optional[str] = None  #: why the plugin cannot be loaded, if it cannot
+    shadows: Optional[str] = None  #: an entry point this legacy plugin hides, and why
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class LoadedPlugin:
+    """A registered plugin: the object, its hook implementations, and its worker dependencies."""
+
+    name: str
+    obj: Any
+    hooks: dict[str, Callable[..., Any]]
+    is_async: dict[str, bool]
+    required_workers: frozenset[str]
+
+    async def call(self, hook: str, *args: Any) -> Any:
+        """Run this plugin's implementation of ``hook``; a plain ``def`` runs in a worker thread."""
+        function = self.hooks[hook]
+        if self.is_async[hook]:
+            return await function(*args)
+        return await asyncio.to_thread(function, *args)
+
+
+class _StoqPluggy(pluggy.PluginManager):
+    """Also takes hook-named methods of the v3 base classes' subclasses as implementations."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and isinstance(plugin, BasePlugin) and name in hookspecs.HOOK_NAMES:
+            if inspect.isroutine(getattr(plugin, name, None)):
+                return {}
+        return opts
+
+
+class PluginManager:
+    """Discovers plugins and registers the ones asked for; one instance per name.
+
+    :param plugin_dirs: v3 plugin directories, later ones winning a name.
+    :param config: the stoq.cfg parser; its ``[name]`` sections configure plugins.
+    :param plugin_opts: per-plugin options given at the call; they beat stoq.cfg.
+    """
+
+    def __init__(
+        self,
+        plugin_dirs: Iterable[str] = (),
+        config: Optional[StoqConfigParser] = None,
+        plugin_opts: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    ) -> None:
+        self.pm = _StoqPluggy(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.config = config if config is not None else StoqConfigParser()
+        self.plugin_opts = {name: dict(opts) for name, opts in (plugin_opts or {}).items()}
+        self.legacy, self.broken_legacy = _legacy.discover(plugin_dirs)
+        self.loaded: dict[str, LoadedPlugin] = {}
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def available(self) -> list[str]:
+        """Every plugin name that could be loaded (or tried), sorted."""
+        return sorted(set(_entry_points()) | set(self.legacy) | set(self.loaded))
+
+    def not_found(self, name: str) -> StoqPluginNotFound:
+        installed = self.available()
+        close = difflib.get_close_matches(name, installed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(installed) if installed else "none"
+        return StoqPluginNotFound(
+            f"plugin {name!r} is not installed{hint} (installed plugins: {listing})"
+        )
+
+    def info(self) -> dict[str, PluginInfo]:
+        """Every available plugin, broken ones included with their error, by name."""
+        infos: dict[str, PluginInfo] = {}
+        for name, eps in _entry_points().items():
+            ep = eps[0]
+            info = PluginInfo(
+                name=name,
+                version=_dist_version(ep),
+                origin=_dist_name(ep),
+                kind="entry point",
+                description=(ep.dist.metadata["Summary"] or "") if ep.dist is not None else "",
+            )
+            if len(eps) > 1:
+                info.error = str(self._conflict(name, eps))
+            else:
+                try:
+                    info.hooks = _declared_hooks(ep.load())
+                except Exception as exc:
+                    info.error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
+            infos[name] = info
+        for name, legacy in self.legacy.items():
+            doc = legacy.documentation
+            info = PluginInfo(
+                name=name,
+                version=doc.get("version", ""),
+                origin=str(legacy.directory),
+                kind="plugin directory",
+                description=doc.get("description", ""),
+            )
+            if name in infos:
+                shadowed = infos[name]
+                info.shadows = (
+                    f"hides the entry point from {shadowed.origin} {shadowed.version}: "
+                    "a plugin directory wins over an installed distribution"
+                )
+            try:
+                info.hooks = _declared_hooks(_legacy.load_class(legacy))
+            except StoqPluginException as exc:
+                info.error = str(exc)
+            infos[name] = info
+        for stoq_file, reason in self.broken_legacy.items():
+            infos[stoq_file] = PluginInfo(
+                name=stoq_file, version="", origin=stoq_file, kind="plugin directory", error=reason
+            )
+        return dict(sorted(infos.items()))
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, name: str) -> LoadedPlugin:
+        """The plugin registered under ``name``, loading it on first use.
+
+        :raises StoqPluginNotFound: nothing offers that name.
+        :raises StoqPluginException: it exists but failed to import, construct or validate.
+        """
+        loaded = self.loaded.get(name)
+        if loaded is not None:
+            return loaded
+        if name in self.legacy:
+            legacy = self.legacy[name]
+            target: Any = _legacy.load_class(legacy)
+            config = self._plugin_config(name, legacy.options, legacy.documentation)
+            origin = f"plugin directory {legacy.directory}"
+        else:
+            eps = _entry_points().get(name)
+            if not eps:
+                raise self.not_found(name)
+            if len(eps) > 1:
+                raise self._conflict(name, eps)
+            ep = eps[0]
+            origin = f"distribution {_dist_name(ep)}"
+            try:
+                target = ep.load()
+            except Exception as exc:
+                raise StoqPluginException(
+                    f"plugin {name!r} from {origin} failed to import {ep.value}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            doc = {"version": _dist_version(ep)}
+            config = self._plugin_config(name, {}, doc)
+        return self.register(name, target, config, origin)
+
+    def register(
+        self,
+        name: str,
+        target: Any,
+        config: Optional[StoqConfigParser] = None,
+        origin: str = "code",
+    ) -> LoadedPlugin:
+        """Register ``target`` under ``name``: a class is constructed with its config first.
+
+        This is the one path every plugin takes, entry point, legacy or test.
+        """
+        if config is None:
+            config = self._plugin_config(name, {}, {})
+        if inspect.isclass(target):
+            try:
+                obj = target(config)
+            except Exception as exc:
+                raise StoqPluginException(
+                    f"plugin {name!r} from {origin} failed to start: {type(exc).__name__}: {exc}"
+                ) from exc
+            _give_v3_attributes(obj, name, config)
+        else:
+            obj = target
+        try:
+            self.pm.register(obj, name=name)
+        except ValueError as exc:  # the same object registered under another name
+            raise StoqPluginException(f"plugin {name!r} from {origin}: {exc}") from exc
+        except pluggy.PluginValidationError as exc:
+            raise StoqPluginException(f"plugin {name!r} from {origin}: {exc}") from exc
+        try:
+            hooks = self._implementations(obj, name, origin)
+        except StoqPluginException:
+            self.pm.unregister(obj)
+            raise
+        required = getattr(obj, "required_workers", None)
+        if required is None:
+            required = config.getset("options", "required_workers", fallback=set())
+        loaded = LoadedPlugin(
+            name=name,
+            obj=obj,
+            hooks=hooks,
+            is_async={hook: inspect.iscoroutinefunction(fn) for hook, fn in hooks.items()},
+            required_workers=frozenset(required),
+        )
+        self.loaded[name] = loaded
+        return loaded
+
+    def _implementations(self, obj: Any, name: str, origin: str) -> dict[str, Callable[..., Any]]:
+        hooks: dict[str, Callable[..., Any]] = {}
+        for caller in self.pm.get_hookcallers(obj) or ():
+            if caller.spec is None:
+                raise StoqPluginException(
+                    f"plugin {name!r} from {origin} implements {caller.name!r}, which is not a "
+                    f"stoQ hook (hooks: {', '.join(hookspecs.HOOK_NAMES)})"
+                )
+            for impl in caller.get_hookimpls():
+                if impl.plugin is obj:
+                    hooks[caller.name] = impl.function
+        if not hooks:
+            raise StoqPluginException(
+                f"plugin {name!r} from {origin} implements none of the stoQ hooks "
+                f"({', '.join(hookspecs.HOOK_NAMES)}); mark its methods with @stoq_core.hookimpl"
+            )
+        return hooks
+
+    def _plugin_config(
+        self, name: str, defaults: Mapping[str, str], documentation: Mapping[str, str]
+    ) -> StoqConfigParser:
+        config = StoqConfigParser()
+        config.set_options("Core", {"Name": name})
+        config.set_options("Documentation", documentation)
+        config.set_options("options", defaults)
+        if self.config.has_section(name):
+            config.set_options("options", dict(self.config.items(name)))
+        config.set_options("options", self.plugin_opts.get(name, {}))
+        return config
+
+    def _conflict(
+        self, name: str, eps: tuple[importlib.metadata.EntryPoint, ...]
+    ) -> StoqPluginException:
+        claims = " and ".join(f"{_dist_name(ep)} ({ep.value})" for ep in eps)
+        return StoqPluginException(
+            f"plugin name {name!r} is claimed by more than one distribution: {claims}; "
+            "uninstall one of them"
+        )
+
+
+def _declared_hooks(target: Any) -> list[str]:
+    """The hooks ``target`` (a class, module or object) implements, without constructing it."""
+    hooks = []
+    for hook in hookspecs.HOOK_NAMES:
+        member = getattr(target, hook, None)
+        if member is None:
+            continue
+        marked = hasattr(member, f"{hookspecs.PROJECT_NAME}_impl")
+        by_base = (
+            inspect.isclass(target)
+            and issubclass(target, BasePlugin)
+            and inspect.isroutine(member)
+        )
+        if marked or by_base:
+            hooks.append(hook)
+    return hooks
+
+
+def _give_v3_attributes(obj: Any, name: str, config: StoqConfigParser) -> None:
+    # v3's docs show plugins whose __init__ never calls super().__init__(config); they still
+    # expect plugin_name, config and log, which v3's loader provided.
+    for attr, value in (
+        ("plugin_name", name),
+        ("config", config),
+        ("log", logging.getLogger(f"stoq.{name}")),
+    ):
+        if not hasattr(obj, attr):
+            try:
+                setattr(obj, attr, value)
+            except AttributeError:  # slotted or frozen objects keep what they chose
+                pass

@@ -1,0 +1,86 @@
+"""Configuration: ``stoq.cfg`` and the per-plugin ``StoqConfigParser``.
+
+A plugin's options live in the ``options`` section. They are layered, highest first: options given
+at the call (``--plugin-opts``, ``Stoq(plugin_opts=...)``), the ``[plugin_name]`` section of
+stoq.cfg, and the plugin's own defaults (a legacy plugin's ``[options]`` in its .stoq file; a
+plugin's ``fallback=`` values).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from configparser import ConfigParser
+from typing import Any
+
+__all__ = ["StoqConfigParser", "option_text"]
+
+_UNSET: Any = object()
+
+
+def option_text(value: Any) -> str:
+    """The text form a value takes in a config, so the typed getters read it back.
+
+    Lists and sets become ``a, b`` (what ``getlist`` splits), dicts JSON (what ``getjson`` parses),
+    booleans ``true``/``false``.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(option_text(v) for v in value)
+    if isinstance(value, Mapping):
+        return json.dumps(value)
+    if value is None:
+        return ""
+    return str(value)
+
+
+class StoqConfigParser(ConfigParser):
+    """A ``ConfigParser`` with v3's typed getters: ``getlist``, ``getset`` and ``getjson``.
+
+    Interpolation is off: option values such as ``%Y/%m/%d`` are taken literally.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("interpolation", None)
+        super().__init__(*args, **kwargs)
+
+    def set_options(self, section: str, values: Mapping[str, Any]) -> None:
+        """Set several options of ``section`` (created if missing), any value type accepted."""
+        if not self.has_section(section):
+            self.add_section(section)
+        for key, value in values.items():
+            self.set(section, str(key), option_text(value))
+
+    def getlist(
+        self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any
+    ) -> Any:
+        """``a, b , c`` as ``['a', 'b', 'c']`` (blank items dropped); ``fallback`` if unset."""
+        value = self.get(section, option, fallback=None, **kwargs)
+        if value is None:
+            if fallback is _UNSET:
+                self.get(section, option)  # raises the usual NoOptionError / NoSectionError
+            return fallback
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    def getset(
+        self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any
+    ) -> Any:
+        """Like ``getlist``, as a set."""
+        value = self.getlist(section, option, fallback=None, **kwargs)
+        if value is None:
+            if fallback is _UNSET:
+                self.get(section, option)
+            return fallback
+        return set(value)
+
+    def getjson(
+        self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any
+    ) -> Any:
+        """The option parsed as JSON; ``fallback`` (or ``{}``) if unset or blank."""
+        value = self.get(section, option, fallback=None, **kwargs)
+        if value is None or not value.strip():
+            return {} if fallback is _UNSET else fallback
+        return json.loads(value)

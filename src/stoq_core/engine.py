@@ -1,0 +1,620 @@
+"""The engine: ``Stoq`` routes payloads through dispatchers, workers, archivers, decorators and connectors.
+
+The flow is stoQ v3's (see ``spec/v3-behaviour.md``): a request is scanned in rounds; in each
+round every scannable payload gets the always-dispatch workers and whatever the dispatchers pick;
+the workers of a round run concurrently; extracted payloads join the request and are scanned in
+the next round, until no work is left or ``max_recursion`` rounds have run.
+
+Every plugin call goes through ``_call``, which turns a raise into an ``Error`` naming the plugin
+and the payload, so one failing plugin never stops a scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
+from typing import Any, Optional, TypeVar, Union
+
+import attrs
+
+from stoq_core import _logging
+from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
+from stoq_core.config import StoqConfigParser
+from stoq_core.data_classes import (
+    ArchiverResponse,
+    DecoratorResponse,
+    DispatcherResponse,
+    Error,
+    ExtractedPayload,
+    Payload,
+    PayloadMeta,
+    Request,
+    RequestMeta,
+    StoqResponse,
+    WorkerResponse,
+    subresponse_results,
+)
+from stoq_core.exceptions import StoqException, StoqPluginException
+
+__all__ = ["Stoq"]
+
+T = TypeVar("T")
+
+_UNSET: Any = object()
+_FAILED: Any = object()  # a plugin call that raised; its Error is already recorded
+
+# [core] defaults, as v3 had them.
+_DEFAULTS = {
+    "max_queue": 100,
+    "provider_consumers": 2,
+    "max_recursion": 10,
+    "max_required_worker_depth": 10,
+    "log_level": "INFO",
+    "log_maxbytes": 1500000,
+    "log_backup_count": 5,
+    "log_syntax": "text",
+}
+
+# The hook each role calls, for the error raised when a named plugin cannot play its role.
+_ROLE_HOOKS = {
+    "providers": "ingest",
+    "source_archivers": "get",
+    "dest_archivers": "archive",
+    "connectors": "save",
+    "dispatchers": "get_dispatches",
+    "decorators": "decorate",
+    "always_dispatch": "scan",
+}
+
+
+class _DependencyError(Exception):
+    """A worker's ``required_workers`` cannot be satisfied (cycle, depth, or not loadable)."""
+
+
+class Stoq:
+    """stoQ's engine. Arguments left ``None`` come from the ``[core]`` section of stoq.cfg.
+
+    :param base_dir: defaults to the current directory.
+    :param config_file: defaults to ``base_dir/stoq.cfg``, read only if it exists.
+    :param log_dir: defaults to ``base_dir/logs``; ``None`` or blank disables the file log.
+    :param log_level: ``DEBUG``, ``INFO`` (default), ``WARNING``, ...
+    :param plugin_dir_list: v3 plugin directories; defaults to ``[base_dir/plugins]``.
+    :param plugin_opts: ``{plugin_name: {option: value}}``, beating stoq.cfg.
+    :param providers: provider plugins for ``run``.
+    :param provider_consumers: concurrent scans in ``run`` (default 2).
+    :param source_archivers: archivers that load payloads for ``run``.
+    :param dest_archivers: archivers that save payloads after a scan.
+    :param connectors: plugins that save each response.
+    :param dispatchers: plugins that pick workers per payload.
+    :param decorators: plugins that add to each finished response.
+    :param always_dispatch: workers run on every payload, extracted ones included.
+    :param max_queue: size of ``run``'s queue (default 100).
+    :param max_recursion: scan rounds per request (default 10).
+    :param max_required_worker_depth: longest ``required_workers`` chain (default 10).
+    """
+
+    def __init__(
+        self,
+        base_dir: Optional[str] = None,
+        config_file: Optional[str] = None,
+        log_dir: Optional[str] = _UNSET,
+        log_level: Optional[str] = None,
+        plugin_dir_list: Optional[Sequence[str]] = None,
+        plugin_opts: Optional[dict[str, dict[str, Any]]] = None,
+        providers: Optional[Sequence[str]] = None,
+        provider_consumers: Optional[int] = None,
+        source_archivers: Optional[Sequence[str]] = None,
+        dest_archivers: Optional[Sequence[str]] = None,
+        connectors: Optional[Sequence[str]] = None,
+        dispatchers: Optional[Sequence[str]] = None,
+        decorators: Optional[Sequence[str]] = None,
+        always_dispatch: Optional[Sequence[str]] = None,
+        max_queue: Optional[int] = None,
+        max_recursion: Optional[int] = None,
+        max_required_worker_depth: Optional[int] = None,
+    ) -> None:
+        self.base_dir = os.path.abspath(base_dir or os.getcwd())
+        config_file = config_file or os.path.join(self.base_dir, "stoq.cfg")
+        self._config = _read_config(config_file)
+
+        def core(arg: Any, key: str, kind: str = "str") -> Any:
+            # An argument beats the file, even a falsy one (v3 used ``arg or config``).
+            if arg is not None:
+                return arg
+            getter = {"int": self._config.getint, "list": self._config.getlist}.get(
+                kind, self._config.get
+            )
+            try:
+                return getter("core", key, fallback=_DEFAULTS.get(key, [] if kind == "list" else None))
+            except ValueError as exc:
+                raise StoqException(f"{config_file}: [core] {key}: {exc}") from None
+
+        if log_dir is _UNSET:
+            log_dir = self._config.get("core", "log_dir", fallback=os.path.join(self.base_dir, "logs"))
+        self.log = _logging.configure(
+            core(log_level, "log_level"),
+            log_dir or None,
+            core(None, "log_maxbytes", "int"),
+            core(None, "log_backup_count", "int"),
+            core(None, "log_syntax"),
+        )
+        self.max_queue: int = core(max_queue, "max_queue", "int")
+        self.provider_consumers: int = core(provider_consumers, "provider_consumers", "int")
+        self.max_recursion: int = core(max_recursion, "max_recursion", "int")
+        self.max_required_worker_depth: int = core(
+            max_required_worker_depth, "max_required_worker_depth", "int"
+        )
+        if plugin_dir_list is None:
+            plugin_dir_list = self._config.getlist(
+                "core", "plugin_dir_list", fallback=[os.path.join(self.base_dir, "plugins")]
+            )
+        self.plugin_dir_list = list(plugin_dir_list)
+        self.plugins = PluginManager(self.plugin_dir_list, self._config, plugin_opts)
+
+        self._providers = self._load_role("providers", core(providers, "providers", "list"))
+        self._source_archivers = self._load_role(
+            "source_archivers", core(source_archivers, "source_archivers", "list")
+        )
+        self._dest_archivers = self._load_role(
+            "dest_archivers", core(dest_archivers, "dest_archivers", "list")
+        )
+        self._connectors = self._load_role("connectors", core(connectors, "connectors", "list"))
+        self._dispatchers = self._load_role("dispatchers", core(dispatchers, "dispatchers", "list"))
+        self._decorators = self._load_role("decorators", core(decorators, "decorators", "list"))
+        self.always_dispatch: list[str] = list(core(always_dispatch, "always_dispatch", "list"))
+        self._load_role("always_dispatch", self.always_dispatch)
+        self._next_scan_at = 0.0
+        self._ratelimit_lock: Optional[asyncio.Lock] = None
+
+    # -- plugins ---------------------------------------------------------------------------
+
+    def _load_role(self, role: str, names: Iterable[str]) -> dict[str, LoadedPlugin]:
+        loaded = {}
+        for name in names:
+            plugin = self.plugins.load(name)
+            hook = _ROLE_HOOKS[role]
+            if hook not in plugin.hooks:
+                raise StoqPluginException(
+                    f"plugin {name!r} cannot be used in {role}: it does not implement {hook!r} "
+                    f"(it implements {', '.join(plugin.hooks)})"
+                )
+            loaded[name] = plugin
+        return loaded
+
+    def load_plugin(self, plugin_name: str) -> Any:
+        """The plugin object registered as ``plugin_name``, loading it if needed (once per ``Stoq``)."""
+        return self.plugins.load(plugin_name).obj
+
+    def list_plugins(self) -> dict[str, PluginInfo]:
+        """Every available plugin (entry points and plugin directories), broken ones with their error."""
+        return self.plugins.info()
+
+    # -- scanning --------------------------------------------------------------------------
+
+    async def scan(
+        self,
+        content: Union[bytes, str],
+        payload_meta: Optional[PayloadMeta] = None,
+        request_meta: Optional[RequestMeta] = None,
+        add_start_dispatch: Optional[Sequence[str]] = None,
+        ratelimit: Optional[str] = None,
+    ) -> StoqResponse:
+        """Scan ``content`` as a one-payload request.
+
+        :param ratelimit: ``"COUNT/SECONDS"``: calls are spaced at least SECONDS/COUNT apart
+            (an ``asyncio.sleep``; the event loop keeps running).
+        """
+        if ratelimit:
+            await self._wait_ratelimit(ratelimit)
+        request = Request([Payload(content, payload_meta)], request_meta)
+        return await self.scan_request(request, add_start_dispatch)
+
+    async def _wait_ratelimit(self, ratelimit: str) -> None:
+        try:
+            count, seconds = ratelimit.split("/")
+            interval = float(seconds) / float(count)
+        except ValueError:
+            raise StoqException(f"ratelimit {ratelimit!r} is not COUNT/SECONDS, e.g. '10/1'") from None
+        if self._ratelimit_lock is None:
+            self._ratelimit_lock = asyncio.Lock()
+        async with self._ratelimit_lock:
+            now = time.monotonic()
+            if self._next_scan_at > now:
+                await asyncio.sleep(self._next_scan_at - now)
+                now = self._next_scan_at
+            self._next_scan_at = now + interval
+
+    async def scan_request(
+        self, request: Request, add_start_dispatch: Optional[Sequence[str]] = None
+    ) -> StoqResponse:
+        """Scan every payload of ``request`` and what they yield, then archive, decorate and save."""
+        await _Scan(self, request, add_start_dispatch or ()).run()
+        if request.request_meta.archive_payloads and self._dest_archivers:
+            await self._archive(request)
+        response = StoqResponse(request)
+        await self._decorate(response)
+        await self._save(response)
+        return response
+
+    async def _archive(self, request: Request) -> None:
+        calls = []
+        for payload in request.payloads:
+            if payload.results.payload_meta.should_archive:
+                for archiver in self._dest_archivers.values():
+                    calls.append((payload, archiver))
+        outcomes = await _gather(
+            self._call(archiver, "archive", (payload, request), request.errors, payload.results.payload_id)
+            for payload, archiver in calls
+        )
+        for (payload, archiver), outcome in zip(calls, outcomes):
+            payload.results.plugins_run["archivers"].append(archiver.name)
+            self._take(
+                outcome, ArchiverResponse, archiver, request.errors,
+                payload.results.payload_id, payload.results.archivers,
+            )
+
+    async def _decorate(self, response: StoqResponse) -> None:
+        decorators = list(self._decorators.values())
+        outcomes = await _gather(
+            self._call(decorator, "decorate", (response,), response.errors) for decorator in decorators
+        )
+        for decorator, outcome in zip(decorators, outcomes):
+            self._take(outcome, DecoratorResponse, decorator, response.errors, None, response.decorators)
+
+    async def _save(self, response: StoqResponse) -> None:
+        await _gather(
+            self._call(connector, "save", (response,), response.errors)
+            for connector in self._connectors.values()
+        )
+
+    def _take(
+        self,
+        outcome: Any,
+        expected: type,
+        plugin: LoadedPlugin,
+        errors: list[Error],
+        payload_id: Optional[str],
+        results: dict[str, Any],
+    ) -> Any:
+        """File a plugin's response: its results under its name, its errors in ``errors``.
+
+        :returns: the response if it is of the ``expected`` type, else ``None``.
+        """
+        if outcome is None or outcome is _FAILED:
+            return None
+        if not isinstance(outcome, expected):
+            errors.append(
+                Error(
+                    f"returned {type(outcome).__name__}, expected {expected.__name__} or None",
+                    plugin.name,
+                    payload_id,
+                )
+            )
+            return None
+        if getattr(outcome, "results", None) is not None:
+            results[plugin.name] = outcome.results
+        if outcome.errors:
+            errors.extend(_errors(outcome.errors, plugin.name, payload_id))
+        return outcome
+
+    async def _call(
+        self,
+        plugin: LoadedPlugin,
+        hook: str,
+        args: tuple[Any, ...],
+        errors: list[Error],
+        payload_id: Optional[str] = None,
+    ) -> Any:
+        """Run one hook of one plugin; a raise becomes an ``Error`` and ``_FAILED`` is returned."""
+        try:
+            return await plugin.call(hook, *args)
+        except Exception as exc:
+            message = f"{hook} failed: {type(exc).__name__}: {exc}"
+            errors.append(Error(message, plugin.name, payload_id))
+            self.log.warning(
+                "plugin %s: %s", plugin.name, message, exc_info=self.log.isEnabledFor(logging.DEBUG)
+            )
+            return _FAILED
+
+    # -- providers -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        request_meta: Optional[RequestMeta] = None,
+        add_start_dispatch: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Scan what the providers queue until they have all finished and the queue is drained.
+
+        Results leave only through connectors.
+
+        :raises StoqException: no provider is loaded.
+        """
+        if not self._providers:
+            raise StoqException("no provider plugins are loaded: name one with providers=[...] or -P")
+        queue: asyncio.Queue[Any] = asyncio.Queue(self.max_queue)
+        providers = [asyncio.ensure_future(self._ingest(p, queue)) for p in self._providers.values()]
+        consumers = [
+            asyncio.ensure_future(self._consume(queue, request_meta, add_start_dispatch))
+            for _ in range(max(1, self.provider_consumers))
+        ]
+        try:
+            await asyncio.gather(*providers)
+            await queue.join()
+        finally:
+            for task in (*providers, *consumers):
+                task.cancel()
+            await asyncio.gather(*providers, *consumers, return_exceptions=True)
+
+    async def _ingest(self, provider: LoadedPlugin, queue: asyncio.Queue[Any]) -> None:
+        try:
+            await provider.call("ingest", queue)
+        except Exception as exc:
+            self.log.error(
+                "provider %s failed: %s: %s", provider.name, type(exc).__name__, exc,
+                exc_info=self.log.isEnabledFor(logging.DEBUG),
+            )
+
+    async def _consume(
+        self,
+        queue: asyncio.Queue[Any],
+        request_meta: Optional[RequestMeta],
+        add_start_dispatch: Optional[Sequence[str]],
+    ) -> None:
+        while True:
+            item = await queue.get()
+            try:
+                for request in await self._requests_from(item, request_meta):
+                    await self.scan_request(request, add_start_dispatch)
+            except Exception as exc:
+                self.log.error(
+                    "scan of a queued %s failed: %s: %s", type(item).__name__, type(exc).__name__, exc,
+                    exc_info=self.log.isEnabledFor(logging.DEBUG),
+                )
+            finally:
+                queue.task_done()
+
+    async def _requests_from(self, item: Any, request_meta: Optional[RequestMeta]) -> list[Request]:
+        """The requests a queue item stands for: a Payload, a Request, or {archiver: task}."""
+        if isinstance(item, Payload):
+            return [Request([item], _fresh(request_meta))]
+        if isinstance(item, Request):
+            if request_meta is not None and item.request_meta.is_default():
+                item.request_meta = _fresh(request_meta)
+            return [item]
+        if isinstance(item, dict):
+            requests = []
+            for archiver_name, task in item.items():
+                archiver = self._source_archivers.get(archiver_name)
+                if archiver is None:
+                    self.log.error(
+                        "queued task names source archiver %r, which is not loaded (loaded: %s)",
+                        archiver_name, ", ".join(self._source_archivers) or "none",
+                    )
+                    continue
+                errors: list[Error] = []
+                payload = await self._call(archiver, "get", (ArchiverResponse(task),), errors)
+                if payload is _FAILED or payload is None:
+                    continue
+                if not isinstance(payload, Payload):
+                    self.log.error(
+                        "source archiver %s returned %s, expected Payload", archiver_name,
+                        type(payload).__name__,
+                    )
+                    continue
+                requests.append(Request([payload], _fresh(request_meta), errors))
+            return requests
+        raise StoqException(f"a provider queued a {type(item).__name__}; expected Payload, Request or dict")
+
+    # -- responses -------------------------------------------------------------------------
+
+    async def reconstruct_all_subresponses(
+        self, stoq_response: StoqResponse
+    ) -> AsyncGenerator[StoqResponse, None]:
+        """For each payload in turn, a response rooted at it holding everything extracted from it.
+
+        Each keeps the original ``time``, ``scan_id``, request metadata and errors; the decorators
+        run again on it.
+        """
+        for tree in subresponse_results(stoq_response):
+            request = Request(request_meta=stoq_response.request_meta, errors=list(stoq_response.errors))
+            response = StoqResponse(request, time=stoq_response.time, scan_id=stoq_response.scan_id)
+            response.results = tree
+            await self._decorate(response)
+            yield response
+
+
+class _Scan:
+    """The rounds of one ``scan_request``."""
+
+    def __init__(self, stoq: Stoq, request: Request, start: Sequence[str]) -> None:
+        self.stoq = stoq
+        self.request = request
+        # Workers owed to a payload next round: start dispatch, dispatch_to, deferred dependants.
+        self.pending: dict[Payload, list[str]] = {}
+        if start:
+            for payload in request.payloads:
+                if payload.results.payload_meta.should_scan:
+                    self.pending[payload] = list(start)
+        self.seen: Optional[dict[str, Payload]] = None  # sha256 -> payload, built on first extraction
+        self.given_up: set[tuple[int, str]] = set()  # (id(payload), worker) never to try again
+        self.unloadable: set[str] = set()  # workers whose load failure is already reported
+
+    async def run(self) -> None:
+        stoq = self.stoq
+        for round_number in range(1, stoq.max_recursion + 1):
+            owed, self.pending = self.pending, {}
+            scannable = [p for p in self.request.payloads if p.results.payload_meta.should_scan]
+            if stoq._dispatchers:
+                dispatched = await _gather(self._dispatch(p) for p in scannable)
+            else:
+                dispatched = [()] * len(scannable)
+            work: dict[tuple[Payload, str], LoadedPlugin] = {}
+            for payload, picked in zip(scannable, dispatched):
+                names = [*owed.get(payload, ()), *stoq.always_dispatch, *picked]
+                for name in dict.fromkeys(names):
+                    self._schedule(payload, name, work)
+            if not work:
+                return
+            pairs = list(work.items())
+            outcomes = await _gather(
+                stoq._call(worker, "scan", (payload, self.request), self.request.errors, payload.results.payload_id)
+                for (payload, _), worker in pairs
+            )
+            for ((payload, _), worker), outcome in zip(pairs, outcomes):
+                self._take_worker(payload, worker, outcome, round_number)
+
+    async def _dispatch(self, payload: Payload) -> list[str]:
+        stoq, request = self.stoq, self.request
+        dispatchers = list(stoq._dispatchers.values())
+        outcomes = await _gather(
+            stoq._call(d, "get_dispatches", (payload, request), request.errors, payload.results.payload_id)
+            for d in dispatchers
+        )
+        names: list[str] = []
+        for dispatcher, outcome in zip(dispatchers, outcomes):
+            response = stoq._take(
+                outcome, DispatcherResponse, dispatcher, request.errors, payload.results.payload_id, {}
+            )
+            if response is not None:
+                names.extend(response.plugin_names)
+                payload.dispatch_meta[dispatcher.name] = response.meta
+        return names
+
+    def _schedule(self, payload: Payload, name: str, work: dict[tuple[Payload, str], LoadedPlugin]) -> None:
+        """Add ``name`` (or, first, the required workers it still lacks) to this round's work."""
+        if name in payload.results.plugins_run["workers"] or (id(payload), name) in self.given_up:
+            return
+        try:
+            runnable = self._resolve(payload, name, (), 0)
+        except _DependencyError as exc:
+            self.given_up.add((id(payload), name))
+            self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
+            return
+        except StoqException as exc:  # not installed, failed to load, or not a worker
+            self.given_up.add((id(payload), name))
+            if name not in self.unloadable:
+                self.unloadable.add(name)
+                self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
+            return
+        if runnable[-1].name != name:
+            # Its required workers go first; it comes back next round.
+            self.pending.setdefault(payload, []).append(name)
+        for worker in runnable:
+            work.setdefault((payload, worker.name), worker)
+
+    def _resolve(self, payload: Payload, name: str, chain: tuple[str, ...], depth: int) -> list[LoadedPlugin]:
+        """The workers to run now for ``name``: itself if its requirements have run, else theirs."""
+        stoq = self.stoq
+        if name in chain:
+            raise _DependencyError(
+                f"Circular required_workers dependency: {' -> '.join((*chain, name))}"
+            )
+        if depth > stoq.max_required_worker_depth:
+            raise _DependencyError(
+                f"Max required plugin depth ({stoq.max_required_worker_depth}) reached at {name!r} "
+                f"({' -> '.join(chain)})"
+            )
+        worker = stoq.plugins.load(name)
+        if "scan" not in worker.hooks:
+            raise StoqPluginException(f"plugin {name!r} is not a worker: it does not implement 'scan'")
+        ran = payload.results.plugins_run["workers"]
+        missing = [r for r in sorted(worker.required_workers) if r not in ran]
+        if not missing:
+            return [worker]
+        runnable: list[LoadedPlugin] = []
+        for required in missing:
+            try:
+                runnable.extend(self._resolve(payload, required, (*chain, name), depth + 1))
+            except StoqException as exc:
+                raise _DependencyError(f"required worker {required!r} of {name!r} is unavailable: {exc}") from exc
+        return runnable
+
+    def _take_worker(self, payload: Payload, worker: LoadedPlugin, outcome: Any, round_number: int) -> None:
+        results = payload.results
+        results.plugins_run["workers"].append(worker.name)
+        response = self.stoq._take(
+            outcome, WorkerResponse, worker, self.request.errors, results.payload_id, results.workers
+        )
+        if response is None:
+            return
+        if response.dispatch_to:
+            self.pending.setdefault(payload, []).extend(response.dispatch_to)
+        for extracted in response.extracted:
+            self._add_extracted(payload, worker.name, extracted, round_number)
+
+    def _add_extracted(self, parent: Payload, worker: str, extracted: Any, round_number: int) -> None:
+        request = self.request
+        if not isinstance(extracted, ExtractedPayload):
+            request.errors.append(
+                Error(
+                    f"extracted a {type(extracted).__name__}, expected ExtractedPayload",
+                    worker,
+                    parent.results.payload_id,
+                )
+            )
+            return
+        child = Payload(
+            extracted.content, extracted.payload_meta, [worker], [parent.results.payload_id]
+        )
+        if self.seen is None:
+            self.seen = {}
+            for payload in request.payloads:
+                self.seen.setdefault(payload.digest(), payload)
+        digest = child.digest()
+        twin = self.seen.get(digest)
+        if twin is not None:
+            twin.results.extracted_by.append(worker)
+            twin.results.extracted_from.append(parent.results.payload_id)
+            return
+        self.seen[digest] = child
+        request.payloads.append(child)
+        if round_number >= self.stoq.max_recursion:
+            request.errors.append(
+                Error(
+                    f"Final worker round ({round_number}) reached, unable to process payload",
+                    None,
+                    child.results.payload_id,
+                )
+            )
+        elif child.results.payload_meta.should_scan and child.results.payload_meta.dispatch_to:
+            self.pending.setdefault(child, []).extend(child.results.payload_meta.dispatch_to)
+
+
+async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather`` without its task overhead when there is nothing to overlap."""
+    items = list(awaitables)
+    if len(items) == 1:
+        return [await items[0]]
+    if not items:
+        return []
+    return list(await asyncio.gather(*items))
+
+
+def _errors(errors: Iterable[Any], plugin_name: str, payload_id: Optional[str]) -> list[Error]:
+    # v3's own docs return bare strings as errors; keep them, attributed to the plugin.
+    return [e if isinstance(e, Error) else Error(e, plugin_name, payload_id) for e in errors]
+
+
+def _fresh(request_meta: Optional[RequestMeta]) -> RequestMeta:
+    """A copy per request, so one scan's plugins cannot change the next one's metadata."""
+    if request_meta is None:
+        return RequestMeta()
+    return attrs.evolve(request_meta, extra_data=dict(request_meta.extra_data))
+
+
+def _read_config(path: str) -> StoqConfigParser:
+    config = StoqConfigParser()
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                config.read_file(handle)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise StoqException(f"{path} is not a valid stoq.cfg: {first_line}") from None
+        except OSError as exc:
+            raise StoqException(f"cannot read {path}: {exc.strerror}") from None
+    return config

@@ -1,0 +1,91 @@
+"""Small helpers plugins have always used: JSON that never chokes on results, digests, dict merging."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["dumps", "get_md5", "get_sha1", "get_sha256", "get_sha512", "jsonable", "merge_dicts"]
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        # Undecodable bytes stay visible as \xNN escapes instead of failing the whole response.
+        return bytes(obj).decode("utf-8", errors="backslashreplace")
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if attrs.has(type(obj)):
+        return attrs.asdict(obj, recurse=False)
+    if hasattr(obj, "__dict__"):
+        return vars(obj)
+    return str(obj)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` made of JSON types only: keys become str, bytes text, unknown objects their str()."""
+    if isinstance(obj, Mapping):
+        return {_key(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return jsonable(_default(obj))
+
+
+def _key(key: Any) -> Any:
+    if key is None or isinstance(key, (str, int, float, bool)):
+        return key
+    return jsonable(key) if isinstance(key, (bytes, bytearray)) else str(key)
+
+
+def dumps(data: Any, indent: int | None = 4, compactly: bool = False) -> str:
+    """JSON text of ``data``; bytes become text, sets lists, datetimes ISO strings.
+
+    :param indent: spaces per level; ``None`` or ``compactly=True`` gives one line.
+    """
+    if compactly or not indent:
+        indent = None
+    try:
+        return json.dumps(data, indent=indent, default=_default)
+    except (TypeError, ValueError):
+        # Non-string keys or a reference cycle: rebuild from plain types rather than crash.
+        return json.dumps(jsonable(data), indent=indent, default=str)
+
+
+def get_md5(content: bytes) -> str:
+    return hashlib.md5(content).hexdigest()
+
+
+def get_sha1(content: bytes) -> str:
+    return hashlib.sha1(content).hexdigest()
+
+
+def get_sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def get_sha512(content: bytes) -> str:
+    return hashlib.sha512(content).hexdigest()
+
+
+def merge_dicts(left: dict[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``right`` into ``left`` recursively (nested dicts merge, other values replace) and return it."""
+    for key, value in right.items():
+        if isinstance(value, Mapping) and isinstance(left.get(key), dict):
+            merge_dicts(left[key], value)
+        else:
+            left[key] = value
+    return left

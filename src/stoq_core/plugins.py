@@ -1,0 +1,71 @@
+"""Base classes for class-style plugins, as stoQ v3 wrote them.
+
+Subclassing is optional: an entry point may name any class whose methods carry ``@hookimpl``. A
+subclass of these bases needs no marker: each method named like a hook (``scan``,
+``get_dispatches``, ...) is its implementation, so v3 plugins register unchanged. Several bases
+may be combined (v3's multiclass plugins).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from stoq_core.config import StoqConfigParser
+
+__all__ = [
+    "ArchiverPlugin",
+    "BasePlugin",
+    "ConnectorPlugin",
+    "DecoratorPlugin",
+    "DispatcherPlugin",
+    "ProviderPlugin",
+    "WorkerPlugin",
+]
+
+
+class BasePlugin:
+    """Gives a plugin ``config``, ``plugin_name``, ``log`` and its documentation fields."""
+
+    def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
+        self.config = config
+        self.plugin_name: str = config.get("Core", "Name", fallback=type(self).__name__)
+        self.__author__ = config.get("Documentation", "Author", fallback="")
+        self.__version__ = config.get("Documentation", "Version", fallback="")
+        self.__website__ = config.get("Documentation", "Website", fallback="")
+        self.__description__ = config.get("Documentation", "Description", fallback="")
+        self.log = logging.getLogger(f"stoq.{self.plugin_name}")
+
+
+class WorkerPlugin(BasePlugin):
+    """A worker: implement ``async def scan(self, payload, request)``.
+
+    ``required_workers`` (option ``required_workers``, comma separated) names workers whose
+    results this one reads; they run first.
+    """
+
+    def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config)
+        self.required_workers: set[str] = config.getset(
+            "options", "required_workers", fallback=set()
+        )
+
+
+class DispatcherPlugin(BasePlugin):
+    """A dispatcher: implement ``async def get_dispatches(self, payload, request)``."""
+
+
+class ArchiverPlugin(BasePlugin):
+    """An archiver: implement ``async def archive(self, payload, request)`` and/or ``async def get(self, task)``."""
+
+
+class ConnectorPlugin(BasePlugin):
+    """A connector: implement ``async def save(self, response)``."""
+
+
+class DecoratorPlugin(BasePlugin):
+    """A decorator: implement ``async def decorate(self, response)``."""
+
+
+class ProviderPlugin(BasePlugin):
+    """A provider: implement ``async def ingest(self, queue)``."""
