@@ -41,7 +41,9 @@ def install_plugins(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     sites: list[str] = []
     counter = iter(range(1000))
 
-    def install(entry_points: dict[str, str], dist: str | None = None, version: str = "1.0") -> Path:
+    def install(
+        entry_points: dict[str, str], dist: str | None = None, version: str = "1.0"
+    ) -> Path:
         site = tmp_path / f"site{next(counter)}"
         name = dist or f"stoq-test-plugins-{len(sites)}"
         write_distribution(site, name, entry_points, version)

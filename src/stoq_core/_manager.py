@@ -19,7 +19,7 @@ import importlib.metadata
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import attrs
 import pluggy
@@ -240,7 +240,7 @@ class PluginManager:
             config = self._plugin_config(name, {}, {})
         if inspect.isclass(target):
             try:
-                obj = target(config)
+                obj = cast(Any, target)(config)
             except Exception as exc:
                 raise StoqPluginException(
                     f"plugin {name!r} from {origin} failed to start: {type(exc).__name__}: {exc}"
@@ -321,9 +321,7 @@ def _declared_hooks(target: Any) -> list[str]:
             continue
         marked = hasattr(member, f"{hookspecs.PROJECT_NAME}_impl")
         by_base = (
-            inspect.isclass(target)
-            and issubclass(target, BasePlugin)
-            and inspect.isroutine(member)
+            inspect.isclass(target) and issubclass(target, BasePlugin) and inspect.isroutine(member)
         )
         if marked or by_base:
             hooks.append(hook)

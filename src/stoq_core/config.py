@@ -21,17 +21,17 @@ _UNSET: Any = object()
 def option_text(value: Any) -> str:
     """The text form a value takes in a config, so the typed getters read it back.
 
-    Lists and sets become ``a, b`` (what ``getlist`` splits), dicts JSON (what ``getjson`` parses),
-    booleans ``true``/``false``.
+    Lists, sets and dicts become JSON (``getlist`` and ``getjson`` both read a JSON array), booleans
+    ``true``/``false``.
     """
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return ", ".join(option_text(v) for v in value)
-    if isinstance(value, Mapping):
-        return json.dumps(value)
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=str)
+    if isinstance(value, (list, tuple, Mapping)):
+        return json.dumps(value, default=str)
     if value is None:
         return ""
     return str(value)
@@ -54,20 +54,28 @@ class StoqConfigParser(ConfigParser):
         for key, value in values.items():
             self.set(section, str(key), option_text(value))
 
-    def getlist(
-        self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any
-    ) -> Any:
-        """``a, b , c`` as ``['a', 'b', 'c']`` (blank items dropped); ``fallback`` if unset."""
+    def getlist(self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any) -> Any:
+        """``a, b , c`` as ``['a', 'b', 'c']`` (blank items dropped); ``fallback`` if unset.
+
+        A JSON array (``["a", "b"]``, what a Python list given in ``plugin_opts`` becomes) is
+        read as that list.
+        """
         value = self.get(section, option, fallback=None, **kwargs)
         if value is None:
             if fallback is _UNSET:
                 self.get(section, option)  # raises the usual NoOptionError / NoSectionError
             return fallback
+        if value.lstrip().startswith("["):
+            try:
+                items = json.loads(value)
+            except ValueError:
+                pass
+            else:
+                if isinstance(items, list):
+                    return items
         return [item.strip() for item in value.split(",") if item.strip()]
 
-    def getset(
-        self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any
-    ) -> Any:
+    def getset(self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any) -> Any:
         """Like ``getlist``, as a set."""
         value = self.getlist(section, option, fallback=None, **kwargs)
         if value is None:
@@ -76,9 +84,7 @@ class StoqConfigParser(ConfigParser):
             return fallback
         return set(value)
 
-    def getjson(
-        self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any
-    ) -> Any:
+    def getjson(self, section: str, option: str, *, fallback: Any = _UNSET, **kwargs: Any) -> Any:
         """The option parsed as JSON; ``fallback`` (or ``{}``) if unset or blank."""
         value = self.get(section, option, fallback=None, **kwargs)
         if value is None or not value.strip():

@@ -36,7 +36,7 @@ def _dict(value: Optional[dict[str, Any]]) -> dict[str, Any]:
     return {} if value is None else value
 
 
-def _list(value: Union[None, str, Iterable[Any]]) -> list[Any]:
+def _list(value: Union[str, Iterable[Any], None]) -> list[Any]:
     # v3 accepted a bare string where a list was meant (``PayloadMeta(dispatch_to='yara')``).
     if value is None:
         return []
@@ -159,8 +159,8 @@ class Payload:
         self,
         content: Union[bytes, str],
         payload_meta: Optional[PayloadMeta] = None,
-        extracted_by: Union[None, str, list[str]] = None,
-        extracted_from: Union[None, str, list[str]] = None,
+        extracted_by: Union[str, list[str], None] = None,
+        extracted_from: Union[str, list[str], None] = None,
         payload_id: Optional[str] = None,
     ) -> None:
         self.content = _bytes(content)
@@ -200,14 +200,20 @@ class Payload:
         return self._digests
 
 
+def _request_meta(meta: Optional[RequestMeta]) -> RequestMeta:
+    return RequestMeta() if meta is None else meta
+
+
+def _payload_meta(meta: Optional[PayloadMeta]) -> PayloadMeta:
+    return PayloadMeta() if meta is None else meta
+
+
 @attrs.define(eq=False)
 class Request:
     """All payloads of one scan, the request's metadata and the errors gathered so far."""
 
     payloads: list[Payload] = attrs.field(default=None, converter=_list)
-    request_meta: RequestMeta = attrs.field(
-        default=None, converter=lambda m: RequestMeta() if m is None else m
-    )
+    request_meta: RequestMeta = attrs.field(default=None, converter=_request_meta)
     errors: list[Error] = attrs.field(default=None, converter=_list)
 
 
@@ -216,9 +222,7 @@ class ExtractedPayload:
     """A payload a worker carved out of the one it scanned."""
 
     content: Any = attrs.field(converter=_bytes)
-    payload_meta: PayloadMeta = attrs.field(
-        default=None, converter=lambda m: PayloadMeta() if m is None else m
-    )
+    payload_meta: PayloadMeta = attrs.field(default=None, converter=_payload_meta)
 
 
 @attrs.define(eq=False)

@@ -16,7 +16,7 @@ import configparser
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Optional, TypeVar, Union
 
 import attrs
@@ -125,16 +125,22 @@ class Stoq:
             # An argument beats the file, even a falsy one (v3 used ``arg or config``).
             if arg is not None:
                 return arg
-            getter = {"int": self._config.getint, "list": self._config.getlist}.get(
-                kind, self._config.get
-            )
+            getters: dict[str, Callable[..., Any]] = {
+                "int": self._config.getint,
+                "list": self._config.getlist,
+            }
+            getter = getters.get(kind, self._config.get)
             try:
-                return getter("core", key, fallback=_DEFAULTS.get(key, [] if kind == "list" else None))
+                return getter(
+                    "core", key, fallback=_DEFAULTS.get(key, [] if kind == "list" else None)
+                )
             except ValueError as exc:
                 raise StoqException(f"{config_file}: [core] {key}: {exc}") from None
 
         if log_dir is _UNSET:
-            log_dir = self._config.get("core", "log_dir", fallback=os.path.join(self.base_dir, "logs"))
+            log_dir = self._config.get(
+                "core", "log_dir", fallback=os.path.join(self.base_dir, "logs")
+            )
         self.log = _logging.configure(
             core(log_level, "log_level"),
             log_dir or None,
@@ -218,7 +224,9 @@ class Stoq:
             count, seconds = ratelimit.split("/")
             interval = float(seconds) / float(count)
         except ValueError:
-            raise StoqException(f"ratelimit {ratelimit!r} is not COUNT/SECONDS, e.g. '10/1'") from None
+            raise StoqException(
+                f"ratelimit {ratelimit!r} is not COUNT/SECONDS, e.g. '10/1'"
+            ) from None
         if self._ratelimit_lock is None:
             self._ratelimit_lock = asyncio.Lock()
         async with self._ratelimit_lock:
@@ -247,23 +255,32 @@ class Stoq:
                 for archiver in self._dest_archivers.values():
                     calls.append((payload, archiver))
         outcomes = await _gather(
-            self._call(archiver, "archive", (payload, request), request.errors, payload.results.payload_id)
+            self._call(
+                archiver, "archive", (payload, request), request.errors, payload.results.payload_id
+            )
             for payload, archiver in calls
         )
         for (payload, archiver), outcome in zip(calls, outcomes):
             payload.results.plugins_run["archivers"].append(archiver.name)
             self._take(
-                outcome, ArchiverResponse, archiver, request.errors,
-                payload.results.payload_id, payload.results.archivers,
+                outcome,
+                ArchiverResponse,
+                archiver,
+                request.errors,
+                payload.results.payload_id,
+                payload.results.archivers,
             )
 
     async def _decorate(self, response: StoqResponse) -> None:
         decorators = list(self._decorators.values())
         outcomes = await _gather(
-            self._call(decorator, "decorate", (response,), response.errors) for decorator in decorators
+            self._call(decorator, "decorate", (response,), response.errors)
+            for decorator in decorators
         )
         for decorator, outcome in zip(decorators, outcomes):
-            self._take(outcome, DecoratorResponse, decorator, response.errors, None, response.decorators)
+            self._take(
+                outcome, DecoratorResponse, decorator, response.errors, None, response.decorators
+            )
 
     async def _save(self, response: StoqResponse) -> None:
         await _gather(
@@ -274,7 +291,7 @@ class Stoq:
     def _take(
         self,
         outcome: Any,
-        expected: type,
+        expected: type[Any],
         plugin: LoadedPlugin,
         errors: list[Error],
         payload_id: Optional[str],
@@ -334,9 +351,13 @@ class Stoq:
         :raises StoqException: no provider is loaded.
         """
         if not self._providers:
-            raise StoqException("no provider plugins are loaded: name one with providers=[...] or -P")
+            raise StoqException(
+                "no provider plugins are loaded: name one with providers=[...] or -P"
+            )
         queue: asyncio.Queue[Any] = asyncio.Queue(self.max_queue)
-        providers = [asyncio.ensure_future(self._ingest(p, queue)) for p in self._providers.values()]
+        providers = [
+            asyncio.ensure_future(self._ingest(p, queue)) for p in self._providers.values()
+        ]
         consumers = [
             asyncio.ensure_future(self._consume(queue, request_meta, add_start_dispatch))
             for _ in range(max(1, self.provider_consumers))
@@ -354,7 +375,10 @@ class Stoq:
             await provider.call("ingest", queue)
         except Exception as exc:
             self.log.error(
-                "provider %s failed: %s: %s", provider.name, type(exc).__name__, exc,
+                "provider %s failed: %s: %s",
+                provider.name,
+                type(exc).__name__,
+                exc,
                 exc_info=self.log.isEnabledFor(logging.DEBUG),
             )
 
@@ -371,7 +395,10 @@ class Stoq:
                     await self.scan_request(request, add_start_dispatch)
             except Exception as exc:
                 self.log.error(
-                    "scan of a queued %s failed: %s: %s", type(item).__name__, type(exc).__name__, exc,
+                    "scan of a queued %s failed: %s: %s",
+                    type(item).__name__,
+                    type(exc).__name__,
+                    exc,
                     exc_info=self.log.isEnabledFor(logging.DEBUG),
                 )
             finally:
@@ -392,7 +419,8 @@ class Stoq:
                 if archiver is None:
                     self.log.error(
                         "queued task names source archiver %r, which is not loaded (loaded: %s)",
-                        archiver_name, ", ".join(self._source_archivers) or "none",
+                        archiver_name,
+                        ", ".join(self._source_archivers) or "none",
                     )
                     continue
                 errors: list[Error] = []
@@ -401,13 +429,16 @@ class Stoq:
                     continue
                 if not isinstance(payload, Payload):
                     self.log.error(
-                        "source archiver %s returned %s, expected Payload", archiver_name,
+                        "source archiver %s returned %s, expected Payload",
+                        archiver_name,
                         type(payload).__name__,
                     )
                     continue
                 requests.append(Request([payload], _fresh(request_meta), errors))
             return requests
-        raise StoqException(f"a provider queued a {type(item).__name__}; expected Payload, Request or dict")
+        raise StoqException(
+            f"a provider queued a {type(item).__name__}; expected Payload, Request or dict"
+        )
 
     # -- responses -------------------------------------------------------------------------
 
@@ -420,7 +451,9 @@ class Stoq:
         run again on it.
         """
         for tree in subresponse_results(stoq_response):
-            request = Request(request_meta=stoq_response.request_meta, errors=list(stoq_response.errors))
+            request = Request(
+                request_meta=stoq_response.request_meta, errors=list(stoq_response.errors)
+            )
             response = StoqResponse(request, time=stoq_response.time, scan_id=stoq_response.scan_id)
             response.results = tree
             await self._decorate(response)
@@ -439,9 +472,12 @@ class _Scan:
             for payload in request.payloads:
                 if payload.results.payload_meta.should_scan:
                     self.pending[payload] = list(start)
-        self.seen: Optional[dict[str, Payload]] = None  # sha256 -> payload, built on first extraction
+        self.seen: Optional[dict[str, Payload]] = (
+            None  # sha256 -> payload, built on first extraction
+        )
         self.given_up: set[tuple[int, str]] = set()  # (id(payload), worker) never to try again
         self.unloadable: set[str] = set()  # workers whose load failure is already reported
+        self.reported: set[tuple[str, Optional[str], Optional[str]]] = set()  # dispatcher errors
 
     async def run(self) -> None:
         stoq = self.stoq
@@ -451,7 +487,7 @@ class _Scan:
             if stoq._dispatchers:
                 dispatched = await _gather(self._dispatch(p) for p in scannable)
             else:
-                dispatched = [()] * len(scannable)
+                dispatched = [[] for _ in scannable]
             work: dict[tuple[Payload, str], LoadedPlugin] = {}
             for payload, picked in zip(scannable, dispatched):
                 names = [*owed.get(payload, ()), *stoq.always_dispatch, *picked]
@@ -461,30 +497,52 @@ class _Scan:
                 return
             pairs = list(work.items())
             outcomes = await _gather(
-                stoq._call(worker, "scan", (payload, self.request), self.request.errors, payload.results.payload_id)
+                stoq._call(
+                    worker,
+                    "scan",
+                    (payload, self.request),
+                    self.request.errors,
+                    payload.results.payload_id,
+                )
                 for (payload, _), worker in pairs
             )
             for ((payload, _), worker), outcome in zip(pairs, outcomes):
                 self._take_worker(payload, worker, outcome, round_number)
 
     async def _dispatch(self, payload: Payload) -> list[str]:
+        """The workers the dispatchers pick for ``payload`` this round.
+
+        Dispatchers are asked every round (they may route on new results), so an error is
+        recorded once per payload, and a dispatcher that raised is not asked about it again.
+        """
         stoq, request = self.stoq, self.request
-        dispatchers = list(stoq._dispatchers.values())
+        payload_id = payload.results.payload_id
+        dispatchers = [
+            d for d in stoq._dispatchers.values() if (id(payload), d.name) not in self.given_up
+        ]
+        errors: list[Error] = []
         outcomes = await _gather(
-            stoq._call(d, "get_dispatches", (payload, request), request.errors, payload.results.payload_id)
+            stoq._call(d, "get_dispatches", (payload, request), errors, payload_id)
             for d in dispatchers
         )
         names: list[str] = []
         for dispatcher, outcome in zip(dispatchers, outcomes):
-            response = stoq._take(
-                outcome, DispatcherResponse, dispatcher, request.errors, payload.results.payload_id, {}
-            )
+            if outcome is _FAILED:
+                self.given_up.add((id(payload), dispatcher.name))
+            response = stoq._take(outcome, DispatcherResponse, dispatcher, errors, payload_id, {})
             if response is not None:
                 names.extend(response.plugin_names)
                 payload.dispatch_meta[dispatcher.name] = response.meta
+        for error in errors:
+            key = (error.error, error.plugin_name, error.payload_id)
+            if key not in self.reported:
+                self.reported.add(key)
+                request.errors.append(error)
         return names
 
-    def _schedule(self, payload: Payload, name: str, work: dict[tuple[Payload, str], LoadedPlugin]) -> None:
+    def _schedule(
+        self, payload: Payload, name: str, work: dict[tuple[Payload, str], LoadedPlugin]
+    ) -> None:
         """Add ``name`` (or, first, the required workers it still lacks) to this round's work."""
         if name in payload.results.plugins_run["workers"] or (id(payload), name) in self.given_up:
             return
@@ -506,7 +564,9 @@ class _Scan:
         for worker in runnable:
             work.setdefault((payload, worker.name), worker)
 
-    def _resolve(self, payload: Payload, name: str, chain: tuple[str, ...], depth: int) -> list[LoadedPlugin]:
+    def _resolve(
+        self, payload: Payload, name: str, chain: tuple[str, ...], depth: int
+    ) -> list[LoadedPlugin]:
         """The workers to run now for ``name``: itself if its requirements have run, else theirs."""
         stoq = self.stoq
         if name in chain:
@@ -520,7 +580,9 @@ class _Scan:
             )
         worker = stoq.plugins.load(name)
         if "scan" not in worker.hooks:
-            raise StoqPluginException(f"plugin {name!r} is not a worker: it does not implement 'scan'")
+            raise StoqPluginException(
+                f"plugin {name!r} is not a worker: it does not implement 'scan'"
+            )
         ran = payload.results.plugins_run["workers"]
         missing = [r for r in sorted(worker.required_workers) if r not in ran]
         if not missing:
@@ -530,14 +592,23 @@ class _Scan:
             try:
                 runnable.extend(self._resolve(payload, required, (*chain, name), depth + 1))
             except StoqException as exc:
-                raise _DependencyError(f"required worker {required!r} of {name!r} is unavailable: {exc}") from exc
+                raise _DependencyError(
+                    f"required worker {required!r} of {name!r} is unavailable: {exc}"
+                ) from exc
         return runnable
 
-    def _take_worker(self, payload: Payload, worker: LoadedPlugin, outcome: Any, round_number: int) -> None:
+    def _take_worker(
+        self, payload: Payload, worker: LoadedPlugin, outcome: Any, round_number: int
+    ) -> None:
         results = payload.results
         results.plugins_run["workers"].append(worker.name)
         response = self.stoq._take(
-            outcome, WorkerResponse, worker, self.request.errors, results.payload_id, results.workers
+            outcome,
+            WorkerResponse,
+            worker,
+            self.request.errors,
+            results.payload_id,
+            results.workers,
         )
         if response is None:
             return
@@ -546,7 +617,9 @@ class _Scan:
         for extracted in response.extracted:
             self._add_extracted(payload, worker.name, extracted, round_number)
 
-    def _add_extracted(self, parent: Payload, worker: str, extracted: Any, round_number: int) -> None:
+    def _add_extracted(
+        self, parent: Payload, worker: str, extracted: Any, round_number: int
+    ) -> None:
         request = self.request
         if not isinstance(extracted, ExtractedPayload):
             request.errors.append(

@@ -34,15 +34,21 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` made of JSON types only: keys become str, bytes text, unknown objects their str()."""
-    if isinstance(obj, Mapping):
-        return {_key(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in obj]
+def jsonable(obj: Any, _active: frozenset[int] = frozenset()) -> Any:
+    """``obj`` made of JSON types only: keys become str, bytes text, unknown objects their str().
+
+    A container that contains itself is written as ``"<cycle>"`` where it recurs.
+    """
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
-    return jsonable(_default(obj))
+    if id(obj) in _active:
+        return "<cycle>"
+    active = _active | {id(obj)}
+    if isinstance(obj, Mapping):
+        return {_key(k): jsonable(v, active) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v, active) for v in obj]
+    return jsonable(_default(obj), active)
 
 
 def _key(key: Any) -> Any:

@@ -1,0 +1,388 @@
+"""scan_request's rounds: dispatch, workers, required workers, extraction (v3-behaviour.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from conftest import errors_of, scan
+
+from stoq_core import PayloadMeta, Stoq
+
+
+def opts(**plugins: dict[str, object]) -> dict[str, dict[str, object]]:
+    """plugin_opts; ``None`` is written as JSON ``null`` (the core writes lists as ``a, b``)."""
+    return {
+        name: {k: "null" if v is None else v for k, v in options.items()}
+        for name, options in plugins.items()
+    }
+
+
+def test_start_dispatch_runs_on_the_root_only(make_stoq):
+    stoq = make_stoq(plugin_opts=opts(extractor={"extract": {"root": ["child"]}}))
+    _, results = scan(stoq, start=["extractor", "worker"])
+    assert results[b"root"].plugins_run["workers"] == ["extractor", "worker"]
+    assert results[b"child"].plugins_run["workers"] == []
+
+
+def test_always_dispatch_runs_on_extracted_payloads_too(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["worker"], plugin_opts=opts(extractor={"extract": {"root": ["child"]}})
+    )
+    _, results = scan(stoq, start=["extractor"])
+    assert results[b"root"].plugins_run["workers"] == ["extractor", "worker"]
+    assert results[b"child"].plugins_run["workers"] == ["worker"]
+
+
+def test_root_with_should_scan_false_gets_no_workers(make_stoq):
+    stoq = make_stoq(always_dispatch=["worker"], dispatchers=["dispatcher"])
+    response, results = scan(stoq, start=["worker2"], payload_meta=PayloadMeta(should_scan=False))
+    assert results[b"root"].plugins_run["workers"] == []
+    assert stoq.load_plugin("dispatcher").calls == []
+    assert response.results[0].workers == {}
+
+
+def test_dispatchers_see_every_scannable_payload_every_round(make_stoq):
+    stoq = make_stoq(
+        dispatchers=["dispatcher"],
+        plugin_opts=opts(
+            dispatcher={"route": {"root": ["extractor"]}},
+            extractor={"extract": {"root": ["child"]}},
+        ),
+    )
+    scan(stoq)
+    calls = stoq.load_plugin("dispatcher").calls
+    # Round 1 sees the root alone; round 2 sees the root and its child, in a request of two.
+    assert calls[0] == (b"root", 1)
+    assert (b"root", 2) in calls and (b"child", 2) in calls
+
+
+def test_dispatcher_can_route_on_earlier_results(make_stoq):
+    """A dispatcher picks a worker in round 2 because of what round 1 produced."""
+    stoq = make_stoq(
+        dispatchers=["dispatcher"],
+        plugin_opts=opts(
+            dispatcher={"route": {"child": ["worker2"]}},
+            extractor={"extract": {"root": ["child"]}},
+        ),
+    )
+    _, results = scan(stoq, start=["extractor"])
+    assert results[b"child"].plugins_run["workers"] == ["worker2"]
+
+
+def test_dispatch_meta_is_kept_per_payload_but_not_in_the_json(make_stoq):
+    stoq = make_stoq(
+        dispatchers=["dispatcher"],
+        plugin_opts=opts(dispatcher={"meta": {"rule": "exe_file"}, "route": {"*": ["worker"]}}),
+    )
+    from stoq_core import Payload, Request
+
+    request = Request([Payload(b"root")])
+    response = asyncio.run(stoq.scan_request(request))
+    assert request.payloads[0].dispatch_meta == {"dispatcher": {"rule": "exe_file"}}
+    assert "exe_file" not in str(response)
+    assert response.results[0].workers == {"worker": {"worker": "worker"}}
+
+
+def test_a_raising_dispatcher_adds_an_error_and_the_scan_goes_on(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["worker"],
+        dispatchers=["dispatcher"],
+        plugin_opts=opts(dispatcher={"raise_on": "root"}),
+    )
+    response, results = scan(stoq)
+    assert results[b"root"].workers == {"worker": {"worker": "worker"}}
+    [error] = errors_of(response, "dispatcher")
+    assert "RuntimeError: dispatcher exploded" in error
+    assert response.errors[0].payload_id == results[b"root"].payload_id
+
+
+def test_errors_a_dispatcher_returns_are_kept(make_stoq):
+    """v3 bug: DispatcherResponse.errors were dropped."""
+    stoq = make_stoq(
+        dispatchers=["dispatcher"], plugin_opts=opts(dispatcher={"errors": ["rule set stale"]})
+    )
+    response, _ = scan(stoq)
+    assert [e.error for e in response.errors] == ["rule set stale"]
+
+
+def test_each_worker_runs_at_most_once_per_payload(make_stoq):
+    """Named by start, always, two dispatchers and dispatch_to: it still runs once."""
+    stoq = make_stoq(
+        always_dispatch=["worker"],
+        dispatchers=["dispatcher", "dispatcher2"],
+        plugin_opts=opts(
+            dispatcher={"route": {"*": ["worker"]}},
+            dispatcher2={"route": {"*": ["worker", "worker2"]}},
+            worker2={"dispatch_to": ["worker"]},
+        ),
+    )
+    _, results = scan(stoq, start=["worker"])
+    assert results[b"root"].plugins_run["workers"] == ["worker", "worker2"]
+    assert len(stoq.load_plugin("worker").calls) == 1
+
+
+def test_dispatch_to_from_a_worker_runs_more_workers_next_round(make_stoq):
+    stoq = make_stoq(plugin_opts=opts(worker={"dispatch_to": ["worker2"]}))
+    _, results = scan(stoq, start=["worker"])
+    assert results[b"root"].plugins_run["workers"] == ["worker", "worker2"]
+    # worker2 ran after worker: it saw worker's results.
+    assert stoq.load_plugin("worker2").calls == [(b"root", ["worker"])]
+
+
+def test_dispatch_to_on_an_extracted_payload_schedules_its_workers(make_stoq):
+    stoq = make_stoq(
+        plugin_opts=opts(
+            extractor={"extract": {"root": [{"content": "child", "dispatch_to": ["worker"]}]}}
+        )
+    )
+    _, results = scan(stoq, start=["extractor"])
+    assert results[b"child"].plugins_run["workers"] == ["worker"]
+    assert results[b"child"].payload_meta.dispatch_to == ["worker"]
+
+
+def test_extracted_payload_with_should_scan_false_stays_unscanned(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["worker"],
+        plugin_opts=opts(
+            extractor={
+                "extract": {
+                    "root": [{"content": "child", "should_scan": False, "dispatch_to": ["worker2"]}]
+                }
+            }
+        ),
+    )
+    _, results = scan(stoq, start=["extractor"])
+    assert results[b"child"].plugins_run["workers"] == []
+
+
+def test_required_workers_run_first_and_their_dependant_next_round(make_stoq):
+    stoq = make_stoq(plugin_opts=opts(worker={"required_workers": "worker2, worker3"}))
+    _, results = scan(stoq, start=["worker"])
+    assert results[b"root"].plugins_run["workers"] == ["worker2", "worker3", "worker"]
+    # The dependant saw both results when it ran.
+    [(_, seen)] = stoq.load_plugin("worker").calls
+    assert sorted(seen) == ["worker2", "worker3"]
+
+
+def test_required_workers_resolve_recursively(make_stoq):
+    stoq = make_stoq(
+        plugin_opts=opts(
+            worker={"required_workers": "worker2"}, worker2={"required_workers": "worker3"}
+        )
+    )
+    _, results = scan(stoq, start=["worker"])
+    assert results[b"root"].plugins_run["workers"] == ["worker3", "worker2", "worker"]
+
+
+def test_circular_required_workers_add_an_error(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["worker3"],
+        plugin_opts=opts(
+            worker={"required_workers": "worker2"}, worker2={"required_workers": "worker"}
+        ),
+    )
+    response, results = scan(stoq, start=["worker"])
+    [error] = errors_of(response, "worker")
+    assert "Circular" in error
+    assert results[b"root"].plugins_run["workers"] == ["worker3"]
+
+
+def test_required_worker_chain_deeper_than_the_limit_adds_an_error(make_stoq):
+    stoq = make_stoq(
+        max_required_worker_depth=1,
+        plugin_opts=opts(
+            worker={"required_workers": "worker2"}, worker2={"required_workers": "worker3"}
+        ),
+    )
+    response, results = scan(stoq, start=["worker"])
+    [error] = errors_of(response, "worker")
+    assert "Max required plugin depth" in error
+    assert results[b"root"].plugins_run["workers"] == []
+
+
+def test_a_failed_required_worker_still_counts_as_run(make_stoq):
+    stoq = make_stoq(
+        plugin_opts=opts(worker={"required_workers": "worker2"}, worker2={"raise_on": "root"})
+    )
+    response, results = scan(stoq, start=["worker"])
+    assert results[b"root"].plugins_run["workers"] == ["worker2", "worker"]
+    assert "worker" in results[b"root"].workers
+    assert len(errors_of(response, "worker2")) == 1
+
+
+def test_a_worker_that_is_not_installed_adds_one_error_and_the_scan_goes_on(make_stoq):
+    stoq = make_stoq(
+        dispatchers=["dispatcher"],
+        always_dispatch=["worker"],
+        plugin_opts=opts(
+            dispatcher={"route": {"*": ["no_such_worker"]}}, worker={"extract": {"root": ["child"]}}
+        ),
+    )
+    response, results = scan(stoq)
+    [error] = errors_of(response, "no_such_worker")
+    assert "not installed" in error
+    assert results[b"child"].plugins_run["workers"] == ["worker"]
+
+
+def test_a_plugin_named_as_worker_without_scan_adds_an_error(make_stoq):
+    stoq = make_stoq()
+    response, _ = scan(stoq, start=["decorator"])
+    [error] = errors_of(response, "decorator")
+    assert "not a worker" in error
+
+
+def test_the_workers_of_a_round_run_concurrently(make_stoq):
+    """Each worker waits for the other to start: run one after the other, they would time out."""
+    stoq = make_stoq(
+        plugin_opts=opts(worker={"wait_for": "worker2"}, worker2={"wait_for": "worker"})
+    )
+    response, results = scan(stoq, start=["worker", "worker2"])
+    assert response.errors == []
+    assert set(results[b"root"].workers) == {"worker", "worker2"}
+
+
+def test_a_raising_worker_is_recorded_as_run_with_an_error(make_stoq):
+    stoq = make_stoq(plugin_opts=opts(worker={"raise_on": "root"}))
+    response, results = scan(stoq, start=["worker", "worker2"])
+    assert results[b"root"].plugins_run["workers"] == ["worker", "worker2"]
+    assert "worker" not in results[b"root"].workers
+    [error] = response.errors
+    assert error.plugin_name == "worker"
+    assert error.payload_id == results[b"root"].payload_id
+    assert "ValueError" in error.error
+
+
+def test_a_worker_returning_no_results_is_run_but_not_in_workers(make_stoq):
+    stoq = make_stoq(plugin_opts=opts(worker={"results": None}))
+    _, results = scan(stoq, start=["worker"])
+    assert results[b"root"].plugins_run["workers"] == ["worker"]
+    assert results[b"root"].workers == {}
+
+
+def test_errors_a_worker_returns_are_added(make_stoq):
+    stoq = make_stoq(plugin_opts=opts(worker={"errors": "partial parse, bad header"}))
+    response, results = scan(stoq, start=["worker"])
+    assert [(e.error, e.plugin_name) for e in response.errors] == [
+        ("partial parse", "worker"),
+        ("bad header", "worker"),
+    ]
+    assert results[b"root"].workers["worker"] == {"worker": "worker"}
+
+
+def test_a_worker_returning_the_wrong_type_adds_an_error(make_stoq):
+    stoq = make_stoq()
+    response, results = scan(stoq, start=["wrong_return", "worker"])
+    [error] = errors_of(response, "wrong_return")
+    assert "expected WorkerResponse" in error
+    assert "worker" in results[b"root"].workers
+
+
+def test_extracted_payloads_record_their_worker_and_parent(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["extractor"],
+        plugin_opts=opts(extractor={"extract": {"root": ["a"], "a": ["b"]}}),
+    )
+    _, results = scan(stoq)
+    assert results[b"a"].extracted_by == ["extractor"]
+    assert results[b"a"].extracted_from == [results[b"root"].payload_id]
+    assert results[b"b"].extracted_from == [results[b"a"].payload_id]
+    assert results[b"root"].extracted_from == []
+
+
+def test_duplicate_extracted_payloads_are_merged_by_sha256(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["extractor", "worker"],
+        plugin_opts=opts(
+            extractor={"extract": {"root": ["twin", "a"], "a": ["twin", "root"]}},
+            worker={"extract": {"root": ["twin"]}},
+        ),
+    )
+    response, results = scan(stoq)
+    assert len(response.results) == 3  # root, twin, a
+    twin = results[b"twin"]
+    assert twin.extracted_by == ["extractor", "worker", "extractor"]
+    a_id, root_id = results[b"a"].payload_id, results[b"root"].payload_id
+    assert twin.extracted_from == [root_id, root_id, a_id]
+    # Extracting the root's own bytes again merges into the root.
+    assert results[b"root"].extracted_from == [a_id]
+
+
+def test_max_recursion_stops_extraction_with_an_error(make_stoq):
+    stoq = make_stoq(
+        max_recursion=2,
+        always_dispatch=["extractor"],
+        plugin_opts=opts(extractor={"extract": {"root": ["a"], "a": ["b"], "b": ["c"]}}),
+    )
+    response, results = scan(stoq)
+    assert set(results) == {b"root", b"a", b"b"}
+    assert results[b"b"].plugins_run["workers"] == []
+    [error] = response.errors
+    assert "Final worker round (2)" in error.error
+    assert error.payload_id == results[b"b"].payload_id
+
+
+def test_max_recursion_zero_given_as_argument_beats_the_config_file(make_stoq, tmp_path):
+    """v3 bug: ``max_recursion or config`` let the file override an explicit 0."""
+    (tmp_path / "stoq.cfg").write_text("[core]\nmax_recursion = 5\n")
+    stoq = make_stoq(max_recursion=0, always_dispatch=["worker"])
+    assert stoq.max_recursion == 0
+    _, results = scan(stoq)
+    assert results[b"root"].plugins_run["workers"] == []
+
+
+def test_a_str_payload_has_its_byte_length_as_size(make_stoq):
+    stoq = make_stoq()
+    response = asyncio.run(stoq.scan("héllo"))
+    assert response.results[0].size == 6
+
+
+def test_plain_def_hooks_run_in_a_worker_thread(make_stoq):
+    stoq = make_stoq()
+    _, results = scan(stoq, start=["sync"])
+    assert results[b"root"].workers["sync"]["thread"] != threading.get_ident()
+
+
+def test_a_module_with_hookimpls_is_a_plugin(make_stoq):
+    stoq = make_stoq()
+    _, results = scan(stoq, content=b"12345", start=["module_plugin"])
+    assert results[b"12345"].workers["module_plugin"] == {"module": True, "size": 5}
+
+
+def test_one_plugin_plays_each_role_it_is_named_for(make_stoq):
+    stoq = make_stoq(dispatchers=["multi"], connectors=["multi"])
+    from fakes import SAVED
+
+    from stoq_core import Payload, Request
+
+    request = Request([Payload(b"root")])
+    response = asyncio.run(stoq.scan_request(request, ["multi"]))
+    assert response.results[0].workers == {"multi": {"role": "worker"}}
+    assert request.payloads[0].dispatch_meta == {"multi": {"role": "dispatcher"}}
+    assert SAVED["multi"] == [response]
+
+
+def test_ratelimit_spaces_scans_without_blocking_the_event_loop(make_stoq):
+    stoq: Stoq = make_stoq()
+
+    async def main() -> tuple[float, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for _ in range(3):
+            await stoq.scan(b"x", ratelimit="10/1")
+        elapsed = loop.time() - began
+        task.cancel()
+        return elapsed, ticks
+
+    elapsed, ticks = asyncio.run(main())
+    assert elapsed >= 0.19  # three calls at most ten a second: two gaps of 0.1 s
+    assert ticks >= 10  # the loop kept running other tasks while waiting

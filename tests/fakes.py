@@ -1,0 +1,279 @@
+"""Fake plugins for the core's tests, published as entry points by the ``install_plugins`` fixture.
+
+Each class is configured through its options (``plugin_opts``), so one class serves under many
+plugin names, exactly as a real plugin would be configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, ClassVar
+
+from stoq_core import (
+    ArchiverResponse,
+    DecoratorResponse,
+    DispatcherResponse,
+    Error,
+    ExtractedPayload,
+    Payload,
+    PayloadMeta,
+    Request,
+    StoqConfigParser,
+    StoqResponse,
+    WorkerResponse,
+    hookimpl,
+)
+
+#: What the fake archivers stored, by key, and what the fake connectors saved, by plugin name.
+STORE: dict[str, bytes] = {}
+SAVED: dict[str, list[StoqResponse]] = {}
+
+
+class Worker:
+    """A worker whose behaviour per payload content comes from its options.
+
+    Options: ``results`` (JSON; ``null`` returns no results), ``extract`` (JSON: content ->
+    list of child contents, or of ``{"content", "dispatch_to", "should_scan"}``),
+    ``raise_on`` (content that makes it raise), ``errors`` (list of error strings to return),
+    ``dispatch_to`` (workers to ask for), ``required_workers``, ``wait_for`` (a worker whose
+    start this one awaits: proves two workers of a round overlap).
+    """
+
+    started: ClassVar[dict[str, asyncio.Event]] = {}
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.name = config.get("Core", "Name")
+        self.results = config.getjson("options", "results", fallback={"worker": self.name})
+        self.extract = config.getjson("options", "extract", fallback={})
+        self.raise_on = config.get("options", "raise_on", fallback=None)
+        self.errors = config.getlist("options", "errors", fallback=[])
+        self.dispatch_to = config.getlist("options", "dispatch_to", fallback=[])
+        self.required_workers = config.getset("options", "required_workers", fallback=set())
+        self.wait_for = config.get("options", "wait_for", fallback=None)
+        self.calls: list[tuple[bytes, list[str]]] = []
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse | None:
+        content = bytes(payload.content)
+        self.calls.append((content, list(payload.results.workers)))
+        if self.wait_for:
+            Worker.started.setdefault(self.name, asyncio.Event()).set()
+            other = Worker.started.setdefault(self.wait_for, asyncio.Event())
+            await asyncio.wait_for(other.wait(), 5)
+        if self.raise_on is not None and content == self.raise_on.encode():
+            raise ValueError(f"{self.name} cannot stand {content!r}")
+        extracted = []
+        for child in self.extract.get(content.decode(errors="replace"), []):
+            if isinstance(child, dict):
+                meta = PayloadMeta(
+                    should_scan=child.get("should_scan", True),
+                    should_archive=child.get("should_archive", True),
+                    dispatch_to=child.get("dispatch_to"),
+                    extra_data={"filename": child["content"]},
+                )
+                extracted.append(ExtractedPayload(child["content"].encode(), meta))
+            else:
+                extracted.append(ExtractedPayload(child.encode()))
+        if self.results is None and not extracted and not self.errors and not self.dispatch_to:
+            return None
+        return WorkerResponse(
+            results=self.results,
+            extracted=extracted,
+            errors=list(self.errors),
+            dispatch_to=list(self.dispatch_to),
+        )
+
+
+class SyncWorker:
+    """A blocking worker written with plain ``def``: it reports the thread it ran in."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        return WorkerResponse({"thread": threading.get_ident()})
+
+
+class WrongReturn:
+    """Returns a dict where a WorkerResponse belongs."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> Any:
+        return {"not": "a WorkerResponse"}
+
+
+class Dispatcher:
+    """Routes by content: option ``route`` is JSON content -> worker names; records its calls.
+
+    Options: ``route``, ``meta`` (JSON), ``raise_on``, ``errors``.
+    """
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.route = config.getjson("options", "route", fallback={})
+        self.meta = config.getjson("options", "meta", fallback={})
+        self.raise_on = config.get("options", "raise_on", fallback=None)
+        self.errors = config.getlist("options", "errors", fallback=[])
+        self.calls: list[tuple[bytes, int]] = []
+
+    @hookimpl
+    async def get_dispatches(self, payload: Payload, request: Request) -> DispatcherResponse:
+        content = bytes(payload.content)
+        self.calls.append((content, len(request.payloads)))
+        if self.raise_on is not None and content == self.raise_on.encode():
+            raise RuntimeError("dispatcher exploded")
+        key = content.decode(errors="replace")
+        return DispatcherResponse(
+            plugin_names=self.route.get(key, self.route.get("*", [])),
+            meta=dict(self.meta),
+            errors=[Error(e, "dispatcher-said", payload.results.payload_id) for e in self.errors],
+        )
+
+
+class Archiver:
+    """Destination and source archiver over the module's ``STORE``; option ``fail`` raises."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.name = config.get("Core", "Name")
+        self.fail = config.getboolean("options", "fail", fallback=False)
+
+    @hookimpl
+    async def archive(self, payload: Payload, request: Request) -> ArchiverResponse:
+        if self.fail:
+            raise OSError("disk full")
+        key = f"{self.name}:{payload.results.payload_id}"
+        STORE[key] = bytes(payload.content)
+        return ArchiverResponse({"key": key})
+
+    @hookimpl
+    async def get(self, task: ArchiverResponse) -> Payload:
+        return Payload(STORE[task.results["key"]], PayloadMeta(extra_data={"from": "archive"}))
+
+
+class Connector:
+    """Keeps every saved response in ``SAVED[name]``; option ``fail`` raises instead."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.name = config.get("Core", "Name")
+        self.fail = config.getboolean("options", "fail", fallback=False)
+        SAVED[self.name] = []
+
+    @hookimpl
+    async def save(self, response: StoqResponse) -> None:
+        if self.fail:
+            raise ConnectionError("results store unreachable")
+        SAVED[self.name].append(response)
+
+
+class Decorator:
+    """Counts the payloads of a response; option ``fail`` raises, ``errors`` returns errors."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.fail = config.getboolean("options", "fail", fallback=False)
+        self.errors = config.getlist("options", "errors", fallback=[])
+
+    @hookimpl
+    async def decorate(self, response: StoqResponse) -> DecoratorResponse:
+        if self.fail:
+            raise KeyError("decorator broke")
+        return DecoratorResponse({"payloads": len(response.results)}, errors=list(self.errors))
+
+
+class Provider:
+    """Queues its option ``items`` (JSON list): strings become Payloads; ``{"request": ...}``
+    a Request with that source; ``{"archiver": name, "content": ...}`` an archiver task.
+    Option ``fail`` raises after queueing.
+    """
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.items = config.getjson("options", "items", fallback=[])
+        self.fail = config.getboolean("options", "fail", fallback=False)
+
+    @hookimpl
+    async def ingest(self, queue: asyncio.Queue[Any]) -> None:
+        from stoq_core import RequestMeta
+
+        for item in self.items:
+            if isinstance(item, str):
+                await queue.put(Payload(item.encode()))
+            elif "request" in item:
+                meta = RequestMeta(source=item["source"]) if item.get("source") else RequestMeta()
+                await queue.put(Request([Payload(item["request"].encode())], meta))
+            else:
+                key = f"provided:{item['content']}"
+                STORE[key] = item["content"].encode()
+                await queue.put({item["archiver"]: {"key": key}})
+        if self.fail:
+            raise RuntimeError("provider lost its source")
+
+
+class Multi:
+    """One plugin that is a worker, a dispatcher and a connector (v3's multiclass plugins)."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.name = config.get("Core", "Name")
+        SAVED[self.name] = []
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        return WorkerResponse({"role": "worker"})
+
+    @hookimpl
+    async def get_dispatches(self, payload: Payload, request: Request) -> DispatcherResponse:
+        return DispatcherResponse(meta={"role": "dispatcher"})
+
+    @hookimpl
+    async def save(self, response: StoqResponse) -> None:
+        SAVED[self.name].append(response)
+
+
+class BrokenConstructor:
+    def __init__(self, config: StoqConfigParser) -> None:
+        raise RuntimeError("needs an API key")
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> None:
+        return None
+
+
+class ExtraArgument:
+    """Its ``scan`` takes an argument the hookspec does not have."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request, verbose: bool) -> None:
+        return None
+
+
+class UnknownHook:
+    """Implements a hook no spec defines."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan_harder(self, payload: Payload) -> None:
+        return None
+
+
+class NoHooks:
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+
+class ReportsConfig:
+    """A worker that returns the options it was given, to check their precedence."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.options = dict(config.items("options"))
+        self.config = config
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        return WorkerResponse(self.options)
