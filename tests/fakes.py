@@ -277,3 +277,27 @@ class ReportsConfig:
     @hookimpl
     async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
         return WorkerResponse(self.options)
+
+
+class Sleepy:
+    """An async worker that hangs (until cancelled)."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> None:
+        await asyncio.sleep(3600)
+
+
+class SleepySync:
+    """A blocking worker that takes a while: a timeout abandons it, its thread finishes later."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    def scan(self, payload: Payload, request: Request) -> None:
+        import time
+
+        time.sleep(1)

@@ -152,7 +152,7 @@ def _read(stoq_file: Path, root: Path) -> LegacyPlugin:
         with open(stoq_file, encoding="utf-8-sig") as handle:
             parser.read_file(handle)
     except configparser.Error as exc:
-        raise StoqPluginException(f"not a valid .stoq file: {_one_line(exc.message)}") from None
+        raise StoqPluginException(f"not a valid .stoq file: {_ini_problem(exc)}") from None
     except UnicodeDecodeError:
         raise StoqPluginException("not a valid .stoq file: it is not UTF-8 text") from None
     except OSError as exc:
@@ -179,12 +179,27 @@ def _read(stoq_file: Path, root: Path) -> LegacyPlugin:
     )
 
 
+def _ini_problem(exc: configparser.Error) -> str:
+    """What is wrong, by line; configparser's own messages repeat the path over several lines."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno} comes before any [section] header: {exc.line.strip()!r}"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"line {exc.lineno}: option {exc.option!r} is already set in [{exc.section}]"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"line {exc.lineno}: section [{exc.section}] appears twice"
+    if isinstance(exc, configparser.ParsingError):
+        # Each bad line comes as its repr, newline included: show it as it reads in the file.
+        lines = ", ".join(f"{n} ({text.replace(chr(92) + 'n', '')})" for n, text in exc.errors)
+        return f"cannot parse line {lines}"
+    return _one_line(exc.message)
+
+
 def _module_file(stoq_file: Path, module: str) -> Path:
     for suffix in _MODULE_SUFFIXES:
         candidate = stoq_file.parent / f"{module}{suffix}"
         if candidate.is_file():
             return candidate
-    hint = " ([Core] Module is given without the .py extension)" if module.endswith(".py") else ""
+    hint = "; give [Core] Module without the .py extension" if module.endswith(".py") else ""
     raise StoqPluginException(f"module {stoq_file.parent / (module + '.py')} does not exist{hint}")
 
 

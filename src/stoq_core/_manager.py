@@ -12,7 +12,6 @@ other plugin still loads.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import functools
 import importlib.metadata
@@ -25,6 +24,7 @@ import attrs
 import pluggy
 
 from stoq_core import _legacy, hookspecs
+from stoq_core._threads import run_blocking
 from stoq_core.config import StoqConfigParser
 from stoq_core.exceptions import StoqPluginException, StoqPluginNotFound
 from stoq_core.plugins import BasePlugin
@@ -88,13 +88,14 @@ class LoadedPlugin:
     hooks: dict[str, Callable[..., Any]]
     is_async: dict[str, bool]
     required_workers: frozenset[str]
+    timeout: Optional[float] = None  #: the plugin's own ``timeout`` option; None: the core's
 
     async def call(self, hook: str, *args: Any) -> Any:
-        """Run this plugin's implementation of ``hook``; a plain ``def`` runs in a worker thread."""
+        """Run this plugin's implementation of ``hook``; a plain ``def`` runs in a daemon thread."""
         function = self.hooks[hook]
         if self.is_async[hook]:
             return await function(*args)
-        return await asyncio.to_thread(function, *args)
+        return await run_blocking(function, *args)
 
 
 class _StoqPluggy(pluggy.PluginManager):
@@ -268,6 +269,7 @@ class PluginManager:
             hooks=hooks,
             is_async={hook: inspect.iscoroutinefunction(fn) for hook, fn in hooks.items()},
             required_workers=frozenset(required),
+            timeout=_timeout_option(name, config),
         )
         self.loaded[name] = loaded
         return loaded
@@ -310,6 +312,17 @@ class PluginManager:
             f"plugin name {name!r} is claimed by more than one distribution: {claims}; "
             "uninstall one of them"
         )
+
+
+def _timeout_option(name: str, config: StoqConfigParser) -> Optional[float]:
+    try:
+        timeout = config.getfloat("options", "timeout", fallback=None)
+    except ValueError:
+        raise StoqPluginException(
+            f"plugin {name!r}: option timeout must be a number of seconds, "
+            f"not {config.get('options', 'timeout')!r}"
+        ) from None
+    return timeout
 
 
 def _declared_hooks(target: Any) -> list[str]:

@@ -57,6 +57,11 @@ _DEFAULTS = {
     "log_maxbytes": 1500000,
     "log_backup_count": 5,
     "log_syntax": "text",
+    "timeout": 600.0,
+    "deadline": 0.0,
+    "max_payloads": 10_000,
+    "max_extracted_bytes": 1 << 30,
+    "max_payload_size": 256 << 20,
 }
 
 # The hook each role calls, for the error raised when a named plugin cannot play its role.
@@ -95,6 +100,15 @@ class Stoq:
     :param max_queue: size of ``run``'s queue (default 100).
     :param max_recursion: scan rounds per request (default 10).
     :param max_required_worker_depth: longest ``required_workers`` chain (default 10).
+    :param timeout: seconds one plugin call may take (default 600; 0: no limit). A plugin's own
+        ``timeout`` option overrides it. See ``_call`` for what a timeout can stop.
+    :param deadline: seconds a request's scan rounds may take in all (default 0: no limit); at
+        the deadline the unfinished workers are abandoned and the response is built from the rest.
+    :param max_payloads: payloads one request may hold (default 10000).
+    :param max_extracted_bytes: bytes of extracted payloads one request may hold (default 1 GiB).
+    :param max_payload_size: bytes one extracted payload may have (default 256 MiB).
+
+    Whatever a limit drops is reported as an ``Error`` naming the limit.
     """
 
     def __init__(
@@ -116,6 +130,11 @@ class Stoq:
         max_queue: Optional[int] = None,
         max_recursion: Optional[int] = None,
         max_required_worker_depth: Optional[int] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        max_payloads: Optional[int] = None,
+        max_extracted_bytes: Optional[int] = None,
+        max_payload_size: Optional[int] = None,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir or os.getcwd())
         config_file = config_file or os.path.join(self.base_dir, "stoq.cfg")
@@ -127,6 +146,7 @@ class Stoq:
                 return arg
             getters: dict[str, Callable[..., Any]] = {
                 "int": self._config.getint,
+                "float": self._config.getfloat,
                 "list": self._config.getlist,
             }
             getter = getters.get(kind, self._config.get)
@@ -154,6 +174,11 @@ class Stoq:
         self.max_required_worker_depth: int = core(
             max_required_worker_depth, "max_required_worker_depth", "int"
         )
+        self.timeout: float = core(timeout, "timeout", "float")
+        self.deadline: float = core(deadline, "deadline", "float")
+        self.max_payloads: int = core(max_payloads, "max_payloads", "int")
+        self.max_extracted_bytes: int = core(max_extracted_bytes, "max_extracted_bytes", "int")
+        self.max_payload_size: int = core(max_payload_size, "max_payload_size", "int")
         if plugin_dir_list is None:
             plugin_dir_list = self._config.getlist(
                 "core", "plugin_dir_list", fallback=[os.path.join(self.base_dir, "plugins")]
@@ -272,6 +297,8 @@ class Stoq:
             )
 
     async def _decorate(self, response: StoqResponse) -> None:
+        if not self._decorators:
+            return
         decorators = list(self._decorators.values())
         outcomes = await _gather(
             self._call(decorator, "decorate", (response,), response.errors)
@@ -283,6 +310,8 @@ class Stoq:
             )
 
     async def _save(self, response: StoqResponse) -> None:
+        if not self._connectors:
+            return
         await _gather(
             self._call(connector, "save", (response,), response.errors)
             for connector in self._connectors.values()
@@ -325,17 +354,53 @@ class Stoq:
         args: tuple[Any, ...],
         errors: list[Error],
         payload_id: Optional[str] = None,
+        until: Optional[float] = None,
     ) -> Any:
-        """Run one hook of one plugin; a raise becomes an ``Error`` and ``_FAILED`` is returned."""
+        """Run one hook of one plugin within its time limits.
+
+        A raise, or running past the plugin's ``timeout`` or the request's deadline (``until``,
+        in event-loop time), becomes an ``Error`` and ``_FAILED`` is returned.
+        """
+        limit = plugin.timeout if plugin.timeout is not None else self.timeout
+        if not limit and until is None:
+            try:
+                return await plugin.call(hook, *args)
+            except Exception as exc:
+                return self._failed(plugin, hook, exc, errors, payload_id)
+        now = asyncio.get_running_loop().time()
+        when = now + limit if limit else None
+        by_deadline = until is not None and (when is None or until < when)
+        if by_deadline:
+            when = until
+        timer = asyncio.timeout_at(when)
         try:
-            return await plugin.call(hook, *args)
+            async with timer:
+                return await plugin.call(hook, *args)
         except Exception as exc:
-            message = f"{hook} failed: {type(exc).__name__}: {exc}"
+            if not timer.expired():
+                return self._failed(plugin, hook, exc, errors, payload_id)
+            if by_deadline:
+                message = f"{hook} stopped at the request deadline ({self.deadline:g} s)"
+            else:
+                message = f"{hook} timed out after {limit:g} s"
             errors.append(Error(message, plugin.name, payload_id))
-            self.log.warning(
-                "plugin %s: %s", plugin.name, message, exc_info=self.log.isEnabledFor(logging.DEBUG)
-            )
+            self.log.warning("plugin %s: %s", plugin.name, message)
             return _FAILED
+
+    def _failed(
+        self,
+        plugin: LoadedPlugin,
+        hook: str,
+        exc: Exception,
+        errors: list[Error],
+        payload_id: Optional[str],
+    ) -> Any:
+        message = f"{hook} failed: {type(exc).__name__}: {exc}"
+        errors.append(Error(message, plugin.name, payload_id))
+        self.log.warning(
+            "plugin %s: %s", plugin.name, message, exc_info=self.log.isEnabledFor(logging.DEBUG)
+        )
+        return _FAILED
 
     # -- providers -------------------------------------------------------------------------
 
@@ -478,6 +543,12 @@ class _Scan:
         self.given_up: set[tuple[int, str]] = set()  # (id(payload), worker) never to try again
         self.unloadable: set[str] = set()  # workers whose load failure is already reported
         self.reported: set[tuple[str, Optional[str], Optional[str]]] = set()  # dispatcher errors
+        self.until = (
+            asyncio.get_running_loop().time() + stoq.deadline if stoq.deadline > 0 else None
+        )
+        self.extracted_bytes = 0
+        self.dropped: dict[str, Error] = {}  # one Error per extraction limit...
+        self.drop_counts: dict[str, int] = {}  # ...and how many payloads it dropped
 
     async def run(self) -> None:
         stoq = self.stoq
@@ -495,6 +566,15 @@ class _Scan:
                     self._schedule(payload, name, work)
             if not work:
                 return
+            if self.until is not None and asyncio.get_running_loop().time() >= self.until:
+                self.request.errors.append(
+                    Error(
+                        f"request deadline ({stoq.deadline:g} s) reached before round "
+                        f"{round_number}: {len(work)} worker runs not started"
+                    )
+                )
+                return
+            known = len(self.request.payloads)
             pairs = list(work.items())
             outcomes = await _gather(
                 stoq._call(
@@ -503,11 +583,16 @@ class _Scan:
                     (payload, self.request),
                     self.request.errors,
                     payload.results.payload_id,
+                    self.until,
                 )
                 for (payload, _), worker in pairs
             )
             for ((payload, _), worker), outcome in zip(pairs, outcomes):
                 self._take_worker(payload, worker, outcome, round_number)
+            if not (self.pending or stoq._dispatchers or len(self.request.payloads) > known):
+                # Every payload has had every always-dispatch worker and nothing new arrived:
+                # another round would find no work, so skip building it.
+                return
 
     async def _dispatch(self, payload: Payload) -> list[str]:
         """The workers the dispatchers pick for ``payload`` this round.
@@ -643,7 +728,12 @@ class _Scan:
             twin.results.extracted_by.append(worker)
             twin.results.extracted_from.append(parent.results.payload_id)
             return
+        limit = self._over_budget(child)
+        if limit is not None:
+            self._drop(limit, parent, worker)
+            return
         self.seen[digest] = child
+        self.extracted_bytes += child.results.size
         request.payloads.append(child)
         if round_number >= self.stoq.max_recursion:
             request.errors.append(
@@ -655,6 +745,27 @@ class _Scan:
             )
         elif child.results.payload_meta.should_scan and child.results.payload_meta.dispatch_to:
             self.pending.setdefault(child, []).extend(child.results.payload_meta.dispatch_to)
+
+    def _over_budget(self, child: Payload) -> Optional[str]:
+        """The extraction limit ``child`` would break, described, or None."""
+        stoq, size = self.stoq, child.results.size
+        if size > stoq.max_payload_size:
+            return f"max_payload_size ({stoq.max_payload_size} bytes)"
+        if len(self.request.payloads) >= stoq.max_payloads:
+            return f"max_payloads ({stoq.max_payloads})"
+        if self.extracted_bytes + size > stoq.max_extracted_bytes:
+            return f"max_extracted_bytes ({stoq.max_extracted_bytes} bytes)"
+        return None
+
+    def _drop(self, limit: str, parent: Payload, worker: str) -> None:
+        # One Error per limit, its count kept current, so a bomb of a million members does
+        # not bury the response under a million identical errors.
+        error = self.dropped.get(limit)
+        if error is None:
+            error = self.dropped[limit] = Error("", worker, parent.results.payload_id)
+            self.request.errors.append(error)
+        count = self.drop_counts[limit] = self.drop_counts.get(limit, 0) + 1
+        error.error = f"{limit} exceeded: {count} extracted payload(s) dropped"
 
 
 async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:

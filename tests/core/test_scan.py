@@ -386,3 +386,56 @@ def test_ratelimit_spaces_scans_without_blocking_the_event_loop(make_stoq):
     elapsed, ticks = asyncio.run(main())
     assert elapsed >= 0.19  # three calls at most ten a second: two gaps of 0.1 s
     assert ticks >= 10  # the loop kept running other tasks while waiting
+
+
+def test_a_plugin_past_its_timeout_is_abandoned_with_an_error(make_stoq, install_plugins):
+    install_plugins({"sleepy": "fakes:Sleepy", "sleepy_sync": "fakes:SleepySync"})
+    stoq = make_stoq(timeout=0.2, plugin_opts={"sleepy_sync": {"timeout": "0.3"}})
+    response, results = scan(stoq, start=["sleepy", "sleepy_sync", "worker"])
+    assert errors_of(response, "sleepy") == ["scan timed out after 0.2 s"]
+    # The plugin's own timeout option overrides the core's.
+    assert errors_of(response, "sleepy_sync") == ["scan timed out after 0.3 s"]
+    assert results[b"root"].workers == {"worker": {"worker": "worker"}}
+    assert results[b"root"].plugins_run["workers"] == ["sleepy", "sleepy_sync", "worker"]
+
+
+def test_the_request_deadline_returns_what_was_done(make_stoq, install_plugins):
+    install_plugins({"sleepy": "fakes:Sleepy"})
+    stoq = make_stoq(
+        deadline=0.3,
+        always_dispatch=["extractor"],
+        plugin_opts={"extractor": {"extract": {"root": ["child"]}}, "sleepy": {"timeout": "0"}},
+    )
+    response, results = scan(stoq, start=["sleepy"])
+    assert errors_of(response, "sleepy") == ["scan stopped at the request deadline (0.3 s)"]
+    assert results[b"root"].workers["extractor"] == {"worker": "extractor"}
+    assert b"child" in results
+
+
+def test_extraction_limits_drop_payloads_with_one_error_per_limit(make_stoq):
+    many = [f"member-{i}" for i in range(30)]
+    stoq = make_stoq(
+        always_dispatch=["extractor"],
+        max_payloads=11,
+        plugin_opts={"extractor": {"extract": {"root": many}}},
+    )
+    response, _results = scan(stoq)
+    assert len(response.results) == 11
+    [error] = response.errors
+    assert error.error == "max_payloads (11) exceeded: 20 extracted payload(s) dropped"
+    assert error.plugin_name == "extractor"
+
+
+def test_max_payload_size_and_max_extracted_bytes_are_enforced(make_stoq):
+    stoq = make_stoq(
+        always_dispatch=["extractor"],
+        max_payload_size=6,
+        max_extracted_bytes=12,
+        plugin_opts={"extractor": {"extract": {"root": ["toolarge", "aaaaa", "bbbbb", "ccccc"]}}},
+    )
+    response, results = scan(stoq)
+    assert set(results) == {b"root", b"aaaaa", b"bbbbb"}
+    assert sorted(e.error for e in response.errors) == [
+        "max_extracted_bytes (12 bytes) exceeded: 1 extracted payload(s) dropped",
+        "max_payload_size (6 bytes) exceeded: 1 extracted payload(s) dropped",
+    ]
