@@ -266,11 +266,15 @@ def is_newer_version(wanted: str, current: str) -> bool:
     :raises ValueError: ``wanted`` or ``current`` is not a version number.
     """
     try:
-        from packaging.version import InvalidVersion, Version
-    except ImportError:  # not a dependency of stoq-core; the release numbers are enough
+        # Not a dependency of stoq-core (so maybe untyped here); the release numbers suffice.
+        from packaging.version import (  # type: ignore[import-not-found,unused-ignore]
+            InvalidVersion,
+            Version,
+        )
+    except ImportError:
         return _release(wanted) > _release(current)
     try:
-        return Version(wanted) > Version(current)
+        return bool(Version(wanted) > Version(current))
     except InvalidVersion as exc:
         raise ValueError(str(exc)) from None
 

@@ -7,6 +7,7 @@ Every class keeps stoQ v3's constructor arguments and defaults, so v3 plugins bu
 from __future__ import annotations
 
 import datetime
+import time as _time
 import hashlib
 import os
 from collections.abc import Iterable
@@ -139,7 +140,7 @@ class PayloadResults:
     """
 
     size: int
-    payload_id: str
+    _payload_id: Optional[str]
     payload_meta: PayloadMeta
     plugins_run: dict[str, list[str]]
     extracted_from: list[str]
@@ -150,7 +151,7 @@ class PayloadResults:
     def __init__(
         self,
         size: int,
-        payload_id: str,
+        payload_id: Optional[str],
         payload_meta: PayloadMeta,
         plugins_run: Optional[dict[str, list[str]]] = None,
         extracted_from: Union[str, list[str], None] = None,
@@ -159,13 +160,24 @@ class PayloadResults:
         archivers: Optional[dict[str, Any]] = None,
     ) -> None:
         self.size = size
-        self.payload_id = payload_id
+        self._payload_id = payload_id
         self.payload_meta = payload_meta
         self.plugins_run = {"workers": [], "archivers": []} if plugins_run is None else plugins_run
         self.extracted_from = [] if extracted_from is None else _list(extracted_from)
         self.extracted_by = [] if extracted_by is None else _list(extracted_by)
         self.workers = {} if workers is None else workers
         self.archivers = {} if archivers is None else archivers
+
+    @property
+    def payload_id(self) -> str:
+        """A uuid4, made on first use: most payloads' ids are only needed for the JSON."""
+        if self._payload_id is None:
+            self._payload_id = new_id()
+        return self._payload_id
+
+    @payload_id.setter
+    def payload_id(self, value: str) -> None:
+        self._payload_id = value
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,7 +221,7 @@ class Payload:
         self._digests = {}
         self.results = PayloadResults(
             len(content),
-            payload_id or new_id(),
+            payload_id or None,
             PayloadMeta() if payload_meta is None else payload_meta,
             None,
             extracted_from,
@@ -333,9 +345,9 @@ class StoqResponse:
     results: list[PayloadResults]
     request_meta: RequestMeta
     errors: list[Error]
-    time: str
+    _time: Union[str, float]  # a timestamp until first read, then its ISO text
     decorators: dict[str, Any]
-    scan_id: str
+    _scan_id: Optional[str]
 
     def __init__(
         self,
@@ -347,9 +359,31 @@ class StoqResponse:
         self.results = [payload.results for payload in request.payloads]
         self.request_meta = request.request_meta
         self.errors = request.errors
-        self.time = datetime.datetime.now().isoformat() if time is None else time
+        self._time = _time.time() if time is None else time
         self.decorators = {} if decorators is None else decorators
-        self.scan_id = new_id() if scan_id is None else scan_id
+        self._scan_id = scan_id
+
+    @property
+    def time(self) -> str:
+        """When the response was made, ISO 8601 in local time (formatted on first read)."""
+        if not isinstance(self._time, str):
+            self._time = datetime.datetime.fromtimestamp(self._time).isoformat()
+        return self._time
+
+    @time.setter
+    def time(self, value: str) -> None:
+        self._time = value
+
+    @property
+    def scan_id(self) -> str:
+        """A uuid4, made on first use."""
+        if self._scan_id is None:
+            self._scan_id = new_id()
+        return self._scan_id
+
+    @scan_id.setter
+    def scan_id(self, value: str) -> None:
+        self._scan_id = value
 
     def to_dict(self) -> dict[str, Any]:
         """The response as plain dicts and lists, in v3's field order."""

@@ -22,6 +22,7 @@ from typing import Any, Optional, TypeVar, Union
 import attrs
 
 from stoq_core import _logging
+from stoq_core._watchdog import Watchdog
 from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
 from stoq_core.config import StoqConfigParser
 from stoq_core.data_classes import (
@@ -32,6 +33,7 @@ from stoq_core.data_classes import (
     ExtractedPayload,
     Payload,
     PayloadMeta,
+    PayloadResults,
     Request,
     RequestMeta,
     StoqResponse,
@@ -198,6 +200,8 @@ class Stoq:
         self._decorators = self._load_role("decorators", core(decorators, "decorators", "list"))
         self.always_dispatch: list[str] = list(core(always_dispatch, "always_dispatch", "list"))
         self._load_role("always_dispatch", self.always_dispatch)
+        self._watchdog = Watchdog()
+        self._simple_workers: dict[str, LoadedPlugin] = {}  # workers with no required_workers
         self._next_scan_at = 0.0
         self._ratelimit_lock: Optional[asyncio.Lock] = None
 
@@ -280,9 +284,7 @@ class Stoq:
                 for archiver in self._dest_archivers.values():
                     calls.append((payload, archiver))
         outcomes = await _gather(
-            self._call(
-                archiver, "archive", (payload, request), request.errors, payload.results.payload_id
-            )
+            self._call(archiver, "archive", (payload, request), request.errors, payload.results)
             for payload, archiver in calls
         )
         for (payload, archiver), outcome in zip(calls, outcomes):
@@ -292,7 +294,7 @@ class Stoq:
                 ArchiverResponse,
                 archiver,
                 request.errors,
-                payload.results.payload_id,
+                payload.results,
                 payload.results.archivers,
             )
 
@@ -323,7 +325,7 @@ class Stoq:
         expected: type[Any],
         plugin: LoadedPlugin,
         errors: list[Error],
-        payload_id: Optional[str],
+        about: Optional[PayloadResults],
         results: dict[str, Any],
     ) -> Any:
         """File a plugin's response: its results under its name, its errors in ``errors``.
@@ -337,14 +339,14 @@ class Stoq:
                 Error(
                     f"returned {type(outcome).__name__}, expected {expected.__name__} or None",
                     plugin.name,
-                    payload_id,
+                    _id(about),
                 )
             )
             return None
         if getattr(outcome, "results", None) is not None:
             results[plugin.name] = outcome.results
         if outcome.errors:
-            errors.extend(_errors(outcome.errors, plugin.name, payload_id))
+            errors.extend(_errors(outcome.errors, plugin.name, about))
         return outcome
 
     async def _call(
@@ -353,7 +355,7 @@ class Stoq:
         hook: str,
         args: tuple[Any, ...],
         errors: list[Error],
-        payload_id: Optional[str] = None,
+        about: Optional[PayloadResults] = None,
         until: Optional[float] = None,
     ) -> Any:
         """Run one hook of one plugin within its time limits.
@@ -366,26 +368,30 @@ class Stoq:
             try:
                 return await plugin.call(hook, *args)
             except Exception as exc:
-                return self._failed(plugin, hook, exc, errors, payload_id)
-        now = asyncio.get_running_loop().time()
-        when = now + limit if limit else None
-        by_deadline = until is not None and (when is None or until < when)
-        if by_deadline:
-            when = until
-        timer = asyncio.timeout_at(when)
+                return self._failed(plugin, hook, exc, errors, about)
+        when = asyncio.get_running_loop().time() + limit if limit else float("inf")
+        by_deadline = until is not None and until < when
+        token = self._watchdog.enter(until if by_deadline else when)  # type: ignore[arg-type]
         try:
-            async with timer:
-                return await plugin.call(hook, *args)
-        except Exception as exc:
-            if not timer.expired():
-                return self._failed(plugin, hook, exc, errors, payload_id)
+            return await plugin.call(hook, *args)
+        except asyncio.CancelledError:
+            if not self._watchdog.expired(token):
+                raise
+            # The watchdog cancelled this task; take the cancellation back so the scan goes on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             if by_deadline:
                 message = f"{hook} stopped at the request deadline ({self.deadline:g} s)"
             else:
                 message = f"{hook} timed out after {limit:g} s"
-            errors.append(Error(message, plugin.name, payload_id))
+            errors.append(Error(message, plugin.name, _id(about)))
             self.log.warning("plugin %s: %s", plugin.name, message)
             return _FAILED
+        except Exception as exc:
+            return self._failed(plugin, hook, exc, errors, about)
+        finally:
+            self._watchdog.leave(token)
 
     def _failed(
         self,
@@ -393,10 +399,10 @@ class Stoq:
         hook: str,
         exc: Exception,
         errors: list[Error],
-        payload_id: Optional[str],
+        about: Optional[PayloadResults],
     ) -> Any:
         message = f"{hook} failed: {type(exc).__name__}: {exc}"
-        errors.append(Error(message, plugin.name, payload_id))
+        errors.append(Error(message, plugin.name, _id(about)))
         self.log.warning(
             "plugin %s: %s", plugin.name, message, exc_info=self.log.isEnabledFor(logging.DEBUG)
         )
@@ -576,19 +582,31 @@ class _Scan:
                 return
             known = len(self.request.payloads)
             pairs = list(work.items())
-            outcomes = await _gather(
-                stoq._call(
+            if len(pairs) == 1:
+                (payload, _), worker = pairs[0]
+                outcome = await stoq._call(
                     worker,
                     "scan",
                     (payload, self.request),
                     self.request.errors,
-                    payload.results.payload_id,
+                    payload.results,
                     self.until,
                 )
-                for (payload, _), worker in pairs
-            )
-            for ((payload, _), worker), outcome in zip(pairs, outcomes):
                 self._take_worker(payload, worker, outcome, round_number)
+            else:
+                outcomes = await _gather(
+                    stoq._call(
+                        worker,
+                        "scan",
+                        (payload, self.request),
+                        self.request.errors,
+                        payload.results,
+                        self.until,
+                    )
+                    for (payload, _), worker in pairs
+                )
+                for ((payload, _), worker), outcome in zip(pairs, outcomes):
+                    self._take_worker(payload, worker, outcome, round_number)
             if not (self.pending or stoq._dispatchers or len(self.request.payloads) > known):
                 # Every payload has had every always-dispatch worker and nothing new arrived:
                 # another round would find no work, so skip building it.
@@ -601,20 +619,19 @@ class _Scan:
         recorded once per payload, and a dispatcher that raised is not asked about it again.
         """
         stoq, request = self.stoq, self.request
-        payload_id = payload.results.payload_id
+        about = payload.results
         dispatchers = [
             d for d in stoq._dispatchers.values() if (id(payload), d.name) not in self.given_up
         ]
         errors: list[Error] = []
         outcomes = await _gather(
-            stoq._call(d, "get_dispatches", (payload, request), errors, payload_id)
-            for d in dispatchers
+            stoq._call(d, "get_dispatches", (payload, request), errors, about) for d in dispatchers
         )
         names: list[str] = []
         for dispatcher, outcome in zip(dispatchers, outcomes):
             if outcome is _FAILED:
                 self.given_up.add((id(payload), dispatcher.name))
-            response = stoq._take(outcome, DispatcherResponse, dispatcher, errors, payload_id, {})
+            response = stoq._take(outcome, DispatcherResponse, dispatcher, errors, about, {})
             if response is not None:
                 names.extend(response.plugin_names)
                 payload.dispatch_meta[dispatcher.name] = response.meta
@@ -630,6 +647,10 @@ class _Scan:
     ) -> None:
         """Add ``name`` (or, first, the required workers it still lacks) to this round's work."""
         if name in payload.results.plugins_run["workers"] or (id(payload), name) in self.given_up:
+            return
+        worker = self.stoq._simple_workers.get(name)
+        if worker is not None:  # the common case: a loaded worker that requires no other
+            work.setdefault((payload, name), worker)
             return
         try:
             runnable = self._resolve(payload, name, (), 0)
@@ -668,6 +689,9 @@ class _Scan:
             raise StoqPluginException(
                 f"plugin {name!r} is not a worker: it does not implement 'scan'"
             )
+        if not worker.required_workers:
+            stoq._simple_workers[name] = worker
+            return [worker]
         ran = payload.results.plugins_run["workers"]
         missing = [r for r in sorted(worker.required_workers) if r not in ran]
         if not missing:
@@ -692,7 +716,7 @@ class _Scan:
             WorkerResponse,
             worker,
             self.request.errors,
-            results.payload_id,
+            results,
             results.workers,
         )
         if response is None:
@@ -778,9 +802,15 @@ async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*items))
 
 
-def _errors(errors: Iterable[Any], plugin_name: str, payload_id: Optional[str]) -> list[Error]:
+def _errors(
+    errors: Iterable[Any], plugin_name: str, about: Optional[PayloadResults]
+) -> list[Error]:
     # v3's own docs return bare strings as errors; keep them, attributed to the plugin.
-    return [e if isinstance(e, Error) else Error(e, plugin_name, payload_id) for e in errors]
+    return [e if isinstance(e, Error) else Error(e, plugin_name, _id(about)) for e in errors]
+
+
+def _id(about: Optional[PayloadResults]) -> Optional[str]:
+    return None if about is None else about.payload_id
 
 
 def _fresh(request_meta: Optional[RequestMeta]) -> RequestMeta:

@@ -1,0 +1,347 @@
+"""stoQ's benchmark suite: the framework beside a bare baseline doing the same work, in one run.
+
+    nox -s bench                 # everything, writes bench/latest.md
+    python bench/run.py small    # one section (small, scaling, large, recursion, directory, cli)
+
+Each measurement runs in its own subprocess (so peak RSS is that measurement's alone), repeats
+a few times, and reports the median. Nothing here asserts a speed: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).parent
+REPEATS = 3
+
+#: Code run in a child process; it prints one JSON object of figures.
+PRELUDE = """
+import asyncio, hashlib, json, os, resource, sys, time
+from stoq_core import Stoq, Payload, Request, RequestMeta, PayloadMeta
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def bare_hashes(data):
+    hashlib.md5(data).hexdigest(); hashlib.sha1(data).hexdigest(); hashlib.sha256(data).hexdigest()
+"""
+
+
+def child(code: str, timeout: float = 900) -> dict[str, float]:
+    """Run ``code`` (after PRELUDE) in a fresh interpreter; return the JSON it prints last."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_of(run: Callable[[], dict[str, float]], repeats: int = REPEATS) -> dict[str, float]:
+    runs = [run() for _ in range(repeats)]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+# -- 1. small payloads ------------------------------------------------------------------------
+
+SMALL = """
+N, SIZE = {count}, 4096
+payloads = [os.urandom(SIZE) for _ in range(N)]
+began = time.perf_counter()
+for data in payloads:
+    bare_hashes(data)
+bare = N / (time.perf_counter() - began)
+
+s = Stoq(always_dispatch=["hash"], log_dir=None)
+async def sequential():
+    began = time.perf_counter()
+    for data in payloads:
+        await s.scan(data)
+    return N / (time.perf_counter() - began)
+async def concurrent(width=64):
+    began = time.perf_counter()
+    for i in range(0, N, width):
+        await asyncio.gather(*(s.scan(d) for d in payloads[i:i + width]))
+    return N / (time.perf_counter() - began)
+seq = asyncio.run(sequential())
+conc = asyncio.run(concurrent())
+print(json.dumps({{"bare": bare, "sequential": seq, "concurrent": conc,
+                  "overhead_us": (1 / seq - 1 / bare) * 1e6}}))
+"""
+
+
+def bench_small() -> list[str]:
+    r = median_of(lambda: child(SMALL.format(count=20_000)))
+    return [
+        "| small payloads: 20,000 x 4 KiB, `-a hash`, sequential | "
+        f"{r['sequential']:,.0f} payloads/s | {r['bare']:,.0f}/s bare md5+sha1+sha256 | "
+        f"{r['bare'] / r['sequential']:.2f}x bare; framework {r['overhead_us']:.1f} us/payload |",
+        "| small payloads: 20,000 x 4 KiB, `-a hash`, 64 concurrent | "
+        f"{r['concurrent']:,.0f} payloads/s | {r['bare']:,.0f}/s | "
+        f"{r['bare'] / r['concurrent']:.2f}x bare |",
+    ]
+
+
+def bench_scaling() -> list[str]:
+    rows = []
+    for factor in (1, 4, 16):
+        count = 1250 * factor
+        r = median_of(lambda count=count: child(SMALL.format(count=count)))
+        rows.append(
+            f"| scaling: {count:,} x 4 KiB (x{factor}), sequential | {r['sequential']:,.0f} payloads/s "
+            f"| {r['bare']:,.0f}/s bare | {count / r['sequential']:.3f} s total |"
+        )
+    return rows
+
+
+# -- 2. large payloads ------------------------------------------------------------------------
+
+LARGE_MEMORY = """
+SIZE = 256 << 20
+data = os.urandom(1 << 20) * 256
+workers = {workers!r}
+baseline_rss = peak_rss_mib()
+began = time.perf_counter()
+bare_hashes(data)
+if "yara" in workers:
+    import yara
+    from stoq_plugin_yara import plugin as yp
+    rules = yara.compile(filepath=str(yp.DEFAULT_WORKER_RULES))
+    rules.match(data=data)
+bare = SIZE / (time.perf_counter() - began) / 1e6
+s = Stoq(always_dispatch=workers, log_dir=None)
+began = time.perf_counter()
+asyncio.run(s.scan(data))
+framework = SIZE / (time.perf_counter() - began) / 1e6
+print(json.dumps({{"bare": bare, "framework": framework, "rss": peak_rss_mib(), "data_rss": baseline_rss}}))
+"""
+
+LARGE_FILE = """
+import mmap
+path = {path!r}
+size = os.path.getsize(path)
+began = time.perf_counter()
+with open(path, "rb") as f:
+    for h in (hashlib.md5(), hashlib.sha1(), hashlib.sha256()):
+        f.seek(0)
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+bare = size / (time.perf_counter() - began) / 1e6
+print(json.dumps({{"bare": bare}}))
+"""
+
+
+def bench_large() -> list[str]:
+    rows = []
+    for workers in (["hash"], ["hash", "yara"]):
+        r = median_of(lambda workers=workers: child(LARGE_MEMORY.format(workers=workers)))
+        rows.append(
+            f"| one 256 MiB payload in memory, `-a {' '.join(workers)}` | {r['framework']:,.0f} MB/s "
+            f"| {r['bare']:,.0f} MB/s bare (serial) | {r['framework'] / r['bare']:.2f}x bare; "
+            f"peak RSS {r['rss']:,.0f} MiB |"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.bin"
+        with open(path, "wb") as out:
+            block = os.urandom(1 << 20)
+            for _ in range(1024):
+                out.write(block)
+        for workers in (["hash"], ["hash", "yara"]):
+            bare = median_of(lambda: child(LARGE_FILE.format(path=str(path))))["bare"]
+            cli = median_of(lambda workers=workers: _cli_scan(path, workers))
+            size_mb = path.stat().st_size / 1e6
+            rows.append(
+                f"| one 1 GiB file from disk, `stoq scan FILE -s {' -s '.join(workers)}` | "
+                f"{size_mb / cli['seconds']:,.0f} MB/s | {bare:,.0f} MB/s bare (serial, buffered) | "
+                f"peak RSS {cli['rss']:,.0f} MiB |"
+            )
+    return rows
+
+
+def _cli_scan(path: Path, workers: list[str]) -> dict[str, float]:
+    stoq = shutil.which("stoq") or "stoq"
+    args = [stoq, "scan", str(path), "--compact"]
+    for worker in workers:
+        args += ["-s", worker]
+    wrapper = (
+        "import resource, subprocess, sys, time, json;"
+        "t=time.perf_counter(); p=subprocess.run(sys.argv[1:], capture_output=True);"
+        "el=time.perf_counter()-t;"
+        "print(json.dumps({'seconds': el, 'rc': p.returncode,"
+        "'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))"
+    )
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "STOQ_HOME": home}
+        out = subprocess.run(
+            [sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env, timeout=900
+        )
+    result = json.loads(out.stdout)
+    if result["rc"] not in (0, 1):
+        raise RuntimeError(f"stoq scan failed ({result['rc']})")
+    return result
+
+
+# -- 3. recursion -----------------------------------------------------------------------------
+
+RECURSION = """
+import io, zipfile
+def zip_of(members):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members:
+            z.writestr(name, data)
+    return buf.getvalue()
+kind = {kind!r}
+if kind == "wide":
+    archive = zip_of([(f"f{{i}}.txt", os.urandom(512)) for i in range(1000)])
+else:
+    archive = os.urandom(512)
+    for level in range(5):
+        archive = zip_of([(f"level{{level}}.bin", archive), (f"side{{level}}.txt", os.urandom(256))])
+s = Stoq(always_dispatch=["hash", "decompress"], log_dir=None, max_recursion=12)
+began = time.perf_counter()
+response = asyncio.run(s.scan(archive))
+elapsed = time.perf_counter() - began
+count = len(response.results)
+# Bare: the same members read with zipfile and hashed, no framework.
+began = time.perf_counter()
+stack, bare_count = [archive], 0
+while stack:
+    data = stack.pop(); bare_count += 1; bare_hashes(data)
+    if data[:2] == b"PK":
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            stack.extend(z.read(n) for n in z.namelist())
+bare = bare_count / (time.perf_counter() - began)
+print(json.dumps({{"rate": count / elapsed, "count": count, "bare": bare, "errors": len(response.errors)}}))
+"""
+
+
+def bench_recursion() -> list[str]:
+    rows = []
+    for kind, label in (("wide", "a zip of 1,000 small files"), ("deep", "a zip nested 5 deep")):
+        r = median_of(lambda kind=kind: child(RECURSION.format(kind=kind)))
+        rows.append(
+            f"| {label}, `-a hash decompress` ({r['count']:.0f} payloads) | {r['rate']:,.0f} payloads/s "
+            f"| {r['bare']:,.0f}/s bare zipfile+hashlib | {r['bare'] / r['rate']:.2f}x bare |"
+        )
+    return rows
+
+
+# -- 4. a directory through stoq run ------------------------------------------------------------
+
+
+def bench_directory() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        source, results = Path(tmp) / "in", Path(tmp) / "out"
+        source.mkdir()
+        for i in range(10_000):
+            (source / f"f{i:05d}.bin").write_bytes(os.urandom(1024))
+        stoq = shutil.which("stoq") or "stoq"
+
+        def once() -> dict[str, float]:
+            shutil.rmtree(results, ignore_errors=True)
+            began = time.perf_counter()
+            subprocess.run(
+                [stoq, "run", "-P", "filedir", "-C", "filedir", "-a", "hash",
+                 "--plugin-opts", f"filedir:source_dir={source}", f"filedir:results_dir={results}"],
+                check=True, capture_output=True, timeout=900,
+                env={**os.environ, "STOQ_HOME": str(Path(tmp) / "home")},
+            )
+            elapsed = time.perf_counter() - began
+            return {"rate": 10_000 / elapsed, "files": len(list(results.iterdir()))}
+
+        def bare() -> dict[str, float]:
+            began = time.perf_counter()
+            results.mkdir(exist_ok=True)
+            for path in source.iterdir():
+                data = path.read_bytes()
+                (results / path.name).write_text(json.dumps({
+                    "md5": __import__("hashlib").md5(data).hexdigest(),
+                }))
+            return {"rate": 10_000 / (time.perf_counter() - began)}
+
+        r = median_of(once)
+        b = median_of(bare)
+        return [
+            f"| 10,000 files of 1 KiB, `stoq run -P filedir -C filedir -a hash` | {r['rate']:,.0f} files/s "
+            f"| {b['rate']:,.0f}/s bare read+hash+write | {r['files']:,.0f} result files |"
+        ]
+
+
+# -- 5. CLI start -----------------------------------------------------------------------------
+
+
+def bench_cli() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "small.txt"
+        small.write_text("hello stoq\n")
+        stoq = shutil.which("stoq") or "stoq"
+        env = {**os.environ, "STOQ_HOME": str(Path(tmp) / "home")}
+
+        def timed(args: list[str]) -> float:
+            runs = []
+            for _ in range(7):
+                began = time.perf_counter()
+                subprocess.run(args, check=False, capture_output=True, env=env, timeout=60)
+                runs.append(time.perf_counter() - began)
+            return statistics.median(runs) * 1000
+
+        scan = timed([stoq, "scan", str(small), "-s", "hash"])
+        bare = timed([sys.executable, "-c", "pass"])
+        return [f"| CLI start: `stoq scan SMALLFILE -s hash` | {scan:,.0f} ms | {bare:,.0f} ms `python -c pass` | {scan - bare:,.0f} ms of our own |"]
+
+
+SECTIONS: dict[str, Callable[[], list[str]]] = {
+    "small": bench_small,
+    "scaling": bench_scaling,
+    "large": bench_large,
+    "recursion": bench_recursion,
+    "directory": bench_directory,
+    "cli": bench_cli,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=list(SECTIONS))
+    parser.add_argument("--output", default=str(HERE / "latest.md"))
+    args = parser.parse_args()
+    lines = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; medians of {REPEATS} runs.",
+        "",
+        "| benchmark | stoQ | bare baseline (same run) | ratio / notes |",
+        "|---|---|---|---|",
+    ]
+    for name in args.sections:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            rows = SECTIONS[name]()
+        except Exception as exc:  # one failed section should not lose the others' figures
+            rows = [f"| {name} | failed: {str(exc).splitlines()[0][:120]} | | |"]
+        for row in rows:
+            print(row, flush=True)
+        lines.extend(rows)
+    Path(args.output).write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

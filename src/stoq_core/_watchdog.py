@@ -1,0 +1,70 @@
+"""Time limits for plugin calls at the cost of a dict entry, not a timer each.
+
+``asyncio.timeout`` schedules and cancels a timer per call, which costs more (about 10 us here)
+than the framework's whole budget for a small payload. The watchdog keeps one timer per event
+loop, armed for the earliest limit of the calls under way; when it fires it cancels the tasks
+whose calls are past their limit and re-arms for the next. Calls that finish in time never
+touch the timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+__all__ = ["Watchdog"]
+
+
+class Watchdog:
+    """Cancels the task of any call still running at its deadline (event-loop time)."""
+
+    def __init__(self) -> None:
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._calls: dict[object, tuple[float, asyncio.Task[object]]] = {}
+        self._expired: set[object] = set()
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = float("inf")
+
+    def enter(self, deadline: float) -> object:
+        """Watch the current task until ``leave``; returns the token for this call."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new asyncio.run(): forget the old loop's calls
+            self._loop, self._calls, self._expired = loop, {}, set()
+            self._timer, self._timer_at = None, float("inf")
+        task = asyncio.current_task(loop)
+        assert task is not None, "plugin calls run inside a task"
+        token = object()
+        self._calls[token] = (deadline, task)
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        return token
+
+    def expired(self, token: object) -> bool:
+        """Whether the watchdog cancelled this call's task for being late."""
+        return token in self._expired
+
+    def leave(self, token: object) -> None:
+        self._calls.pop(token, None)
+        self._expired.discard(token)
+
+    def _arm(self, when: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._fire)
+        self._timer_at = when
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        self._timer, self._timer_at = None, float("inf")
+        now = self._loop.time()
+        earliest = float("inf")
+        for token, (deadline, task) in list(self._calls.items()):
+            if deadline <= now:
+                del self._calls[token]
+                self._expired.add(token)
+                task.cancel()
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest != float("inf"):
+            self._arm(earliest)
