@@ -7,9 +7,9 @@ Every class keeps stoQ v3's constructor arguments and defaults, so v3 plugins bu
 from __future__ import annotations
 
 import datetime
-import time as _time
 import hashlib
 import os
+import time as _time
 from collections.abc import Iterable
 from typing import Any, Optional, Union
 

@@ -22,8 +22,8 @@ from typing import Any, Optional, TypeVar, Union
 import attrs
 
 from stoq_core import _logging
-from stoq_core._watchdog import Watchdog
 from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
+from stoq_core._watchdog import Watchdog
 from stoq_core.config import StoqConfigParser
 from stoq_core.data_classes import (
     ArchiverResponse,
