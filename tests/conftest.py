@@ -12,6 +12,9 @@ from stoq_core import _manager
 
 TESTS = Path(__file__).parent
 
+# The fixtures plugin authors use; the core's own tests use them too.
+pytest_plugins = ["stoq_core.testing"]
+
 
 def write_distribution(
     site: Path, dist: str, entry_points: dict[str, str], version: str = "1.0"
