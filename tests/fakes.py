@@ -24,6 +24,7 @@ from stoq_core import (
     WorkerResponse,
     hookimpl,
 )
+from stoq_core.plugins import WorkerPlugin
 
 #: What the fake archivers stored, by key, and what the fake connectors saved, by plugin name.
 STORE: dict[str, bytes] = {}
@@ -301,3 +302,13 @@ class SleepySync:
         import time
 
         time.sleep(1)
+
+
+class FetchingWorker(WorkerPlugin):
+    """A v3-style worker whose helper method happens to be called ``get``."""
+
+    def get(self, url: str) -> str:
+        return f"fetched {url}"
+
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        return WorkerResponse({"got": self.get("x")})

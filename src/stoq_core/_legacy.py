@@ -22,31 +22,16 @@ from types import ModuleType
 
 import attrs
 
+from stoq_core.config import section_values
 from stoq_core.exceptions import StoqPluginException
 from stoq_core.hookspecs import HOOK_NAMES
-from stoq_core.plugins import (
-    ArchiverPlugin,
-    BasePlugin,
-    ConnectorPlugin,
-    DecoratorPlugin,
-    DispatcherPlugin,
-    ProviderPlugin,
-    WorkerPlugin,
-)
+from stoq_core.plugins import ROLE_HOOKS as _ROLE_HOOKS
+from stoq_core.plugins import BasePlugin
 
 __all__ = ["LegacyPlugin", "discover", "is_newer_version", "load_class"]
 
 log = logging.getLogger("stoq.plugins")
 
-# v3 made each role's method abstract, so a class lacking it was never taken as the plugin.
-_ROLE_HOOKS: dict[type[BasePlugin], tuple[str, ...]] = {
-    WorkerPlugin: ("scan",),
-    DispatcherPlugin: ("get_dispatches",),
-    ArchiverPlugin: ("archive", "get"),
-    ConnectorPlugin: ("save",),
-    DecoratorPlugin: ("decorate",),
-    ProviderPlugin: ("ingest",),
-}
 _BASES = frozenset((BasePlugin, *_ROLE_HOOKS))
 
 # The module file beside the .stoq file; v3 also ran compiled-only plugins.
@@ -174,8 +159,8 @@ def _read(stoq_file: Path, root: Path) -> LegacyPlugin:
         stoq_file=stoq_file,
         module_file=module_file,
         directory=root,
-        documentation=_section(parser, "Documentation"),
-        options=_section(parser, "options"),
+        documentation=section_values(parser, "Documentation"),
+        options=section_values(parser, "options"),
     )
 
 
@@ -201,19 +186,6 @@ def _module_file(stoq_file: Path, module: str) -> Path:
             return candidate
     hint = "; give [Core] Module without the .py extension" if module.endswith(".py") else ""
     raise StoqPluginException(f"module {stoq_file.parent / (module + '.py')} does not exist{hint}")
-
-
-def _section(parser: configparser.ConfigParser, section: str) -> dict[str, str]:
-    if not parser.has_section(section):
-        return {}
-    values = {}
-    for key in parser.options(section):
-        try:
-            values[key] = parser.get(section, key)
-        except configparser.InterpolationError:
-            # A bare ``%`` that v3 would have choked on: take it literally rather than fail.
-            values[key] = parser.get(section, key, raw=True)
-    return values
 
 
 # -- loading ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from stoq_core import _legacy, hookspecs
 from stoq_core._threads import run_blocking
 from stoq_core.config import StoqConfigParser
 from stoq_core.exceptions import StoqPluginException, StoqPluginNotFound
-from stoq_core.plugins import BasePlugin
+from stoq_core.plugins import BasePlugin, role_hooks
 
 __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "PluginManager"]
 
@@ -103,9 +103,13 @@ class _StoqPluggy(pluggy.PluginManager):
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None and isinstance(plugin, BasePlugin) and name in hookspecs.HOOK_NAMES:
-            if inspect.isroutine(getattr(plugin, name, None)):
-                return {}
+        if (
+            opts is None
+            and isinstance(plugin, BasePlugin)
+            and name in role_hooks(type(plugin))
+            and inspect.isroutine(getattr(plugin, name, None))
+        ):
+            return {}
         return opts
 
 
@@ -254,7 +258,9 @@ class PluginManager:
         except ValueError as exc:  # the same object registered under another name
             raise StoqPluginException(f"plugin {name!r} from {origin}: {exc}") from exc
         except pluggy.PluginValidationError as exc:
-            raise StoqPluginException(f"plugin {name!r} from {origin}: {exc}") from exc
+            # pluggy's message spans several lines; the CLI shows errors as one.
+            reason = " ".join(str(exc).split())
+            raise StoqPluginException(f"plugin {name!r} from {origin}: {reason}") from exc
         try:
             hooks = self._implementations(obj, name, origin)
         except StoqPluginException:
@@ -334,7 +340,10 @@ def _declared_hooks(target: Any) -> list[str]:
             continue
         marked = hasattr(member, f"{hookspecs.PROJECT_NAME}_impl")
         by_base = (
-            inspect.isclass(target) and issubclass(target, BasePlugin) and inspect.isroutine(member)
+            inspect.isclass(target)
+            and issubclass(target, BasePlugin)
+            and hook in role_hooks(target)
+            and inspect.isroutine(member)
         )
         if marked or by_base:
             hooks.append(hook)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from configparser import ConfigParser
+from configparser import ConfigParser, InterpolationError
 from typing import Any
 
-__all__ = ["StoqConfigParser", "option_text"]
+__all__ = ["StoqConfigParser", "option_text", "section_values"]
 
 _UNSET: Any = object()
 
@@ -90,3 +90,21 @@ class StoqConfigParser(ConfigParser):
         if value is None or not value.strip():
             return {} if fallback is _UNSET else fallback
         return json.loads(value)
+
+
+def section_values(parser: ConfigParser, section: str) -> dict[str, str]:
+    """A section's values as v3 read them: ``%%`` is ``%``, ``%(key)s`` expands.
+
+    v3 read stoq.cfg and .stoq files with ConfigParser's basic interpolation, so their authors
+    wrote ``%%Y`` for ``%Y``; a value that does not interpolate (a bare ``%``) is taken as written
+    rather than failing the whole file.
+    """
+    if not parser.has_section(section):
+        return {}
+    values = {}
+    for key in parser.options(section):
+        try:
+            values[key] = parser.get(section, key)
+        except InterpolationError:
+            values[key] = parser.get(section, key, raw=True)
+    return values

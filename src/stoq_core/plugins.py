@@ -12,8 +12,10 @@ import logging
 from typing import Any
 
 from stoq_core.config import StoqConfigParser
+from stoq_core.hookspecs import HOOK_NAMES
 
 __all__ = [
+    "ROLE_HOOKS",
     "ArchiverPlugin",
     "BasePlugin",
     "ConnectorPlugin",
@@ -21,6 +23,7 @@ __all__ = [
     "DispatcherPlugin",
     "ProviderPlugin",
     "WorkerPlugin",
+    "role_hooks",
 ]
 
 
@@ -69,3 +72,21 @@ class DecoratorPlugin(BasePlugin):
 
 class ProviderPlugin(BasePlugin):
     """A provider: implement ``async def ingest(self, queue)``."""
+
+
+#: The hooks each v3 role supplies. A subclass's method named like a hook is taken as that hook
+#: only if one of its roles supplies it: a worker's helper ``def get(self, url)`` is not ``get``.
+ROLE_HOOKS: dict[type[BasePlugin], tuple[str, ...]] = {
+    WorkerPlugin: ("scan",),
+    DispatcherPlugin: ("get_dispatches",),
+    ArchiverPlugin: ("archive", "get"),
+    ConnectorPlugin: ("save",),
+    DecoratorPlugin: ("decorate",),
+    ProviderPlugin: ("ingest",),
+}
+
+
+def role_hooks(cls: type) -> frozenset[str]:
+    """The hook names a class-style plugin's roles supply; every hook for a bare BasePlugin."""
+    hooks = {hook for base, names in ROLE_HOOKS.items() if issubclass(cls, base) for hook in names}
+    return frozenset(hooks or HOOK_NAMES)

@@ -260,3 +260,26 @@ def test_stoq_without_arguments_uses_the_current_directory(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     stoq = Stoq(log_dir=None)
     assert stoq.base_dir == str(tmp_path)
+
+
+def test_stoq_cfg_is_read_with_v3_percent_escapes(make_stoq, tmp_path):
+    (tmp_path / "stoq.cfg").write_text(
+        "[reports_config]\nv3_style = %%Y/%%m\nbare = %Y/%m\nref = %(bare)s!\n"
+    )
+    config = (
+        make_stoq(plugin_opts={"reports_config": {"given": "%%d"}})
+        .load_plugin("reports_config")
+        .config
+    )
+    assert config.get("options", "v3_style") == "%Y/%m"
+    assert config.get("options", "bare") == "%Y/%m"  # v3 failed here; taken as written
+    assert config.get("options", "given") == "%%d"  # options given at the call are literal
+
+
+def test_a_v3_base_class_method_named_like_another_roles_hook_is_not_registered(
+    make_stoq, install_plugins
+):
+    install_plugins({"fetching": "fakes:FetchingWorker"})
+    stoq = make_stoq()
+    assert stoq.plugins.load("fetching").hooks.keys() == {"scan"}
+    assert make_stoq().list_plugins()["fetching"].hooks == ["scan"]
