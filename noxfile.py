@@ -1,34 +1,58 @@
 """Every check this monorepo runs: ``nox`` runs them all (the README's test command).
 
-``nox -l`` lists them: the core's tests, one session per plugin package, lint and type check.
+``nox -l`` lists them: the core's tests, one session per plugin package, lint and type check,
+then ``bench`` and ``build``, which run only when named.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
-PACKAGES = sorted(p.name for p in (ROOT / "packages").glob("stoq-plugin-*") if (p / "pyproject.toml").exists())
+PACKAGES = sorted(
+    p.name for p in (ROOT / "packages").glob("stoq-plugin-*") if (p / "pyproject.toml").exists()
+)
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", *(f"package-{name}" for name in PACKAGES), "lint", "typecheck"]
+nox.options.sessions = ["tests", *(f"package({name})" for name in PACKAGES), "lint", "typecheck"]
+
+
+def install(session: nox.Session, *args: str) -> None:
+    # The pip a venv is born with can be too old to resolve a local stoq-core for a plugin.
+    session.install("--upgrade", "pip")
+    session.install(*args)
+
+
+def ensure_redis_server(session: nox.Session) -> None:
+    """Install Debian's redis-server when it is missing; the Redis tests start their own."""
+    if shutil.which("redis-server"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.error("redis-server is needed: install it (e.g. apt-get install redis-server)")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", "redis-server", external=True, env=env)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core, the CLI and the v3 compatibility layer."""
-    session.install("-e", ".[test]")
+    """The core, the CLI, the v3 compatibility layer and the packaging of every distribution."""
+    install(session, "-e", ".[test]", *(f"./packages/{name}" for name in PACKAGES))
     session.run("pytest", "tests", *session.posargs)
 
 
 @nox.session
 @nox.parametrize("name", PACKAGES, ids=PACKAGES)
 def package(session: nox.Session, name: str) -> None:
-    """One plugin distribution's tests, against the core in this checkout."""
-    session.install("-e", ".[test]", f"./packages/{name}")
+    """One plugin distribution's tests, run from its own folder against this checkout's core."""
+    if name == "stoq-plugin-redis":
+        ensure_redis_server(session)
+    install(session, "-e", ".[test]", f"./packages/{name}")
     session.chdir(f"packages/{name}")
     session.run("pytest", "tests", *session.posargs)
 
@@ -36,7 +60,7 @@ def package(session: nox.Session, name: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff's linter and formatter check over every package."""
-    session.install("ruff>=0.6")
+    install(session, "ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -44,5 +68,13 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the core, the CLI and the compatibility package."""
-    session.install("-e", ".", "mypy>=1.10")
+    install(session, "-e", ".", "mypy>=1.10")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite; figures go to bench/latest.md (``nox -s bench -- small cli``)."""
+    ensure_redis_server(session)
+    install(session, ".", *(f"./packages/{name}" for name in PACKAGES))
+    session.run("python", "bench/run.py", *session.posargs)

@@ -1,0 +1,562 @@
+"""The ``filedir`` plugin: files in, results and payloads out, all on the local file system.
+
+One class plays four roles, each chosen by where the user names it:
+
+- provider (``-P filedir``): reads the files of ``source_dir`` and queues each as a payload, once
+  or, with ``watch``, as new files arrive (v3's ``dirmon``);
+- connector (``-C filedir``): writes each response as JSON to ``results_dir``;
+- destination archiver (``-A filedir``): saves payloads' bytes under ``archive_dir``;
+- source archiver (``-S filedir``): loads them back from there.
+
+Every write goes to a temporary file in the target directory, is flushed to disk and renamed over
+the final name, so a crash never leaves half a file. Where bytes are written is decided by this
+plugin's options and the payload's digest or id, never by a payload's file name or metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime
+import os
+import secrets
+import stat
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Optional
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from stoq_core import (
+    ArchiverResponse,
+    Payload,
+    PayloadMeta,
+    Request,
+    StoqConfigParser,
+    StoqPluginException,
+    StoqResponse,
+)
+from stoq_core.helpers import dumps
+from stoq_core.plugins import ArchiverPlugin, ConnectorPlugin, ProviderPlugin
+
+__all__ = ["FileDirPlugin"]
+
+# How many ingested files a watch remembers, so that one version of a file is queued once.
+_REMEMBERED_FILES = 100_000
+
+# The sha1 fan-out of v3's archive: a/b/c/d/e/<sha1>.
+_FAN_OUT = 5
+
+
+class _Skip(Exception):
+    """A file the provider passes over; the message says why."""
+
+
+class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
+    """Ingest a directory, save results as JSON files, archive payloads by sha1.
+
+    Options and defaults (relative paths are taken from the current directory when the plugin
+    is loaded):
+
+    - provider: ``source_dir`` (required), ``recursive`` (false), ``follow_symlinks`` (false),
+      ``watch`` (false), ``watch_limit`` (0: no limit), ``watch_settle`` (1.0 seconds),
+      ``watch_polling`` (false);
+    - connector: ``results_dir`` (``results``), ``date_mode`` (false), ``date_format``
+      (``%Y/%m/%d``), ``compactly`` (true);
+    - archiver: ``archive_dir`` (``archive``), ``use_sha`` (true).
+    """
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        super().__init__(config)
+        source_dir = config.get("options", "source_dir", fallback="").strip()
+        #: The directory the provider reads; ``None`` until the option is given.
+        self.source_dir: Optional[str] = (
+            _directory("source_dir", source_dir) if source_dir else None
+        )
+        self.recursive = _boolean(config, "recursive", False)
+        self.follow_symlinks = _boolean(config, "follow_symlinks", False)
+        self.watch = _boolean(config, "watch", False)
+        self.watch_limit: int = _number(config, "watch_limit", 0, int)
+        self.watch_settle: float = _number(config, "watch_settle", 1.0, float)
+        self.watch_polling = _boolean(config, "watch_polling", False)
+
+        self.results_dir = _path(config, "results_dir", "results")
+        self.date_mode = _boolean(config, "date_mode", False)
+        self.date_format: str = config.get("options", "date_format", fallback="%Y/%m/%d")
+        self.compactly = _boolean(config, "compactly", True)
+
+        self.archive_dir = _path(config, "archive_dir", "archive")
+        self.use_sha = _boolean(config, "use_sha", True)
+
+    # -- provider --------------------------------------------------------------------------
+
+    async def ingest(self, queue: asyncio.Queue[Any]) -> None:
+        """Queue every file of ``source_dir`` as a payload; with ``watch``, keep queueing new ones.
+
+        Each payload's ``extra_data`` holds ``filename`` (the base name) and ``source_dir`` (the
+        file's directory). Files that vanish, cannot be read or are not regular files (FIFOs,
+        sockets, devices) are logged and skipped; so are symbolic links unless ``follow_symlinks``.
+
+        :raises StoqPluginException: ``source_dir`` is not set, missing or not a directory.
+        """
+        if self.source_dir is None:
+            raise StoqPluginException(
+                "source_dir is not set: name the directory to ingest, "
+                "e.g. --plugin-opts filedir:source_dir=/path/to/files"
+            )
+        source = _directory("source_dir", self.source_dir)
+        if self.watch:
+            await _Watch(self, source, queue).run()
+            return
+        async with contextlib.aclosing(self._files(source)) as files:
+            async for path in files:
+                payload = await self._payload(path)
+                if payload is not None:
+                    await queue.put(payload)
+
+    async def _files(self, top: str) -> AsyncGenerator[str, None]:
+        """The files under ``top`` in name order, descending into directories if ``recursive``."""
+        excluded = self._own_directories(top)
+        top_info = os.stat(top)
+        seen_dirs = {(top_info.st_dev, top_info.st_ino)}
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = await asyncio.to_thread(_list_directory, directory, self.follow_symlinks)
+            except OSError as exc:
+                self.log.warning("skipping directory %s: %s", directory, exc.strerror or exc)
+                continue
+            subdirectories = []
+            for path, kind, identity in entries:
+                if kind == "file":
+                    yield path
+                elif kind == "symlink":
+                    self.log.info("skipping %s: a symbolic link (follow_symlinks is off)", path)
+                elif kind == "dir" and self.recursive and path not in excluded:
+                    # Followed symlinks can loop back to a directory already walked.
+                    if identity not in seen_dirs:
+                        seen_dirs.add(identity)
+                        subdirectories.append(path)
+            stack.extend(reversed(subdirectories))
+
+    def _own_directories(self, top: str) -> set[str]:
+        # results_dir or archive_dir inside the ingested tree would feed the plugin its own output.
+        return {
+            directory
+            for directory in (self.results_dir, self.archive_dir)
+            if directory != top and _within(top, directory)
+        }
+
+    async def _payload(self, path: str) -> Optional[Payload]:
+        try:
+            content = await asyncio.to_thread(_read_file, path, self.follow_symlinks)
+        except _Skip as exc:
+            self.log.warning("skipping %s: %s", path, exc)
+            return None
+        meta = PayloadMeta(
+            extra_data={"filename": os.path.basename(path), "source_dir": os.path.dirname(path)}
+        )
+        return Payload(content, meta)
+
+    # -- connector -------------------------------------------------------------------------
+
+    async def save(self, response: StoqResponse) -> None:
+        """Write ``response`` as JSON to ``results_dir/<scan_id>`` (under a dated directory if
+        ``date_mode``), replacing the file whole so a reader never sees half a result."""
+        name = _file_name("scan_id", response.scan_id)
+        directory = self.results_dir
+        if self.date_mode:
+            directory = os.path.join(directory, _response_time(response).strftime(self.date_format))
+        text = dumps(response.to_dict(), compactly=self.compactly) + "\n"
+        await asyncio.to_thread(_write_atomically, os.path.join(directory, name), text.encode())
+
+    # -- archiver --------------------------------------------------------------------------
+
+    async def archive(self, payload: Payload, request: Request) -> ArchiverResponse:
+        """Save the payload's bytes: ``archive_dir/a/b/c/d/e/<sha1>`` with ``use_sha``, else
+        ``archive_dir/<payload_id>``.
+
+        :returns: ``{"path": ...}``, what ``get`` needs to load the payload again.
+        """
+        if self.use_sha:
+            sha1 = payload.digest("sha1")
+            path = os.path.join(self.archive_dir, *sha1[:_FAN_OUT], sha1)
+        else:
+            name = _file_name("payload_id", payload.results.payload_id)
+            path = os.path.join(self.archive_dir, name)
+        await asyncio.to_thread(_archive_file, path, payload.content, self.use_sha)
+        return ArchiverResponse({"path": path})
+
+    async def get(self, task: ArchiverResponse) -> Payload:
+        """Load the payload ``archive`` saved, from ``task.results["path"]``.
+
+        A relative path is taken from ``archive_dir``.
+
+        :raises StoqPluginException: the task has no path, the path leads outside
+            ``archive_dir`` (through ``..`` or a symbolic link), or the file cannot be read.
+        """
+        results = task.results
+        path = results.get("path") if isinstance(results, Mapping) else None
+        if not isinstance(path, str) or not path:
+            raise StoqPluginException(
+                f'a filedir task must be {{"path": ...}} as archive returns it, not {results!r}'
+            )
+        root = os.path.realpath(self.archive_dir)
+        resolved = os.path.realpath(os.path.join(self.archive_dir, path))
+        if resolved == root or os.path.commonpath([root, resolved]) != root:
+            raise StoqPluginException(
+                f"refusing to read {path!r}: it is outside archive_dir {self.archive_dir}"
+            )
+        try:
+            content = await asyncio.to_thread(_read_file, resolved, False)
+        except _Skip as exc:
+            raise StoqPluginException(f"cannot load {path!r} from the archive: {exc}") from None
+        return Payload(content, PayloadMeta(extra_data={"path": resolved}))
+
+
+class _Watch:
+    """One ``ingest`` with ``watch``: the files already there, then each new one when complete.
+
+    watchdog reports from its own thread; ``call_soon_threadsafe`` hands each event to the event
+    loop, where everything else happens. A file is complete when its writer closes it (inotify
+    on Linux reports that), when it is renamed into the directory, or, for events that say
+    neither, when its size and modification time stay the same for ``watch_settle`` seconds.
+    """
+
+    def __init__(self, plugin: FileDirPlugin, source: str, queue: asyncio.Queue[Any]) -> None:
+        self.plugin = plugin
+        self.source = source
+        self.queue = queue
+        self.log = plugin.log
+        self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.settling: dict[str, asyncio.Task[None]] = {}
+        self.ingested: collections.OrderedDict[str, tuple[int, int, int]] = (
+            collections.OrderedDict()
+        )
+        self.count = 0
+        self.excluded = plugin._own_directories(source)
+
+    @property
+    def done(self) -> bool:
+        return 0 < self.plugin.watch_limit <= self.count
+
+    async def run(self) -> None:
+        plugin = self.plugin
+        if plugin.watch_polling:
+            # Poll often enough that a file is seen changing within its settle time.
+            observer: Any = PollingObserver(timeout=max(0.05, plugin.watch_settle / 2))
+        else:
+            observer = Observer()
+        close_events = not plugin.watch_polling and _reports_closes(observer)
+        bridge = _EventBridge(asyncio.get_running_loop(), self.events)
+        try:
+            observer.schedule(bridge, self.source, recursive=plugin.recursive)
+            observer.start()
+        except OSError as exc:
+            raise StoqPluginException(
+                f"cannot watch {self.source}: {exc.strerror or exc}; "
+                "watch_polling = true watches by listing the directory instead"
+            ) from None
+        try:
+            # Watching starts first, so a file created during this walk is not missed.
+            async with contextlib.aclosing(plugin._files(self.source)) as existing:
+                async for path in existing:
+                    if self.done:
+                        return
+                    await self._ingest(path)
+            while not self.done:
+                kind, path = await self.events.get()
+                await self._handle(kind, path, close_events)
+        finally:
+            for task in self.settling.values():
+                task.cancel()
+            observer.stop()
+            await asyncio.to_thread(observer.join, 10)
+
+    async def _handle(self, kind: str, path: str, close_events: bool) -> None:
+        if kind == "ready":
+            self.settling.pop(path, None)
+            await self._ingest(path)
+        elif kind == "closed" or (kind == "moved" and close_events):
+            self._stop_settling(path)
+            await self._ingest(path)
+        elif kind == "modified" and close_events:
+            # A writer is at work; its close event will follow.
+            self._stop_settling(path)
+        elif kind in ("created", "moved", "modified"):
+            self._stop_settling(path)
+            self.settling[path] = asyncio.ensure_future(self._settle(path))
+        elif kind == "deleted":
+            self._stop_settling(path)
+        elif kind == "directory moved" and self.plugin.recursive:
+            async with contextlib.aclosing(self.plugin._files(path)) as moved_files:
+                async for moved in moved_files:
+                    if self.done:
+                        return
+                    await self._ingest(moved)
+
+    def _stop_settling(self, path: str) -> None:
+        task = self.settling.pop(path, None)
+        if task is not None:
+            task.cancel()
+
+    async def _settle(self, path: str) -> None:
+        before = _version(path, self.plugin.follow_symlinks)
+        while True:
+            await asyncio.sleep(self.plugin.watch_settle)
+            now = _version(path, self.plugin.follow_symlinks)
+            if now is None:
+                return
+            if now == before:
+                break
+            before = now
+        self.events.put_nowait(("ready", path))
+
+    async def _ingest(self, path: str) -> None:
+        if self.done or not self._wanted(path):
+            return
+        version = _version(path, self.plugin.follow_symlinks)
+        if version is None:
+            self.log.info("skipping %s: it vanished before it could be read", path)
+            return
+        if self.ingested.get(path) == version:
+            return  # this version was queued already (seen by the walk and an event)
+        payload = await self.plugin._payload(path)
+        if payload is None:
+            return
+        self.ingested[path] = version
+        self.ingested.move_to_end(path)
+        if len(self.ingested) > _REMEMBERED_FILES:
+            self.ingested.popitem(last=False)
+        self.count += 1
+        await self.queue.put(payload)
+
+    def _wanted(self, path: str) -> bool:
+        directory = os.path.dirname(path)
+        if not self.plugin.recursive and directory != self.source:
+            return False
+        if any(_within(own, path) for own in self.excluded):
+            return False
+        if not self.plugin.follow_symlinks and os.path.islink(path):
+            self.log.info("skipping %s: a symbolic link (follow_symlinks is off)", path)
+            return False
+        return True
+
+
+class _EventBridge(FileSystemEventHandler):
+    """Runs in watchdog's thread: posts ``(kind, path)`` to the event loop's queue."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue[tuple[str, str]]
+    ) -> None:
+        self.loop = loop
+        self.events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if event.is_directory:
+            if kind == "moved":
+                self._post("directory moved", event.dest_path)
+            return
+        if kind == "moved":
+            self._post("deleted", event.src_path)
+            self._post("moved", event.dest_path)
+        else:
+            self._post(kind, event.src_path)
+
+    def _post(self, kind: str, path: bytes | str) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, os.fsdecode(path)))
+        except RuntimeError:
+            pass  # the event loop has closed: the watch is over
+
+
+def _reports_closes(observer: Any) -> bool:
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:  # not Linux
+        return False
+    return bool(isinstance(observer, InotifyObserver))
+
+
+# -- file system helpers, run in worker threads --------------------------------------------
+
+
+def _list_directory(
+    directory: str, follow_symlinks: bool
+) -> list[tuple[str, str, tuple[int, int]]]:
+    """``(path, kind, (st_dev, st_ino))`` per entry, by name; kind is file, dir, symlink or other."""
+    entries = []
+    with os.scandir(directory) as scan:
+        for entry in sorted(scan, key=lambda e: e.name):
+            try:
+                if entry.is_symlink() and not follow_symlinks:
+                    kind = "symlink"
+                elif entry.is_dir():
+                    kind = "dir"
+                else:
+                    # Regular files, and anything else _read_file will refuse with a reason.
+                    kind = "file"
+                identity = (0, 0)
+                if kind == "dir":
+                    info = entry.stat()
+                    identity = (info.st_dev, info.st_ino)
+            except OSError:
+                kind, identity = "file", (0, 0)  # vanished; _read_file says so
+            entries.append((entry.path, kind, identity))
+    return entries
+
+
+def _read_file(path: str, follow_symlinks: bool) -> bytes:
+    """The bytes of the regular file at ``path``.
+
+    :raises _Skip: it vanished, cannot be read, or is not a regular file.
+    """
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then tells what was opened.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if not follow_symlinks and os.path.islink(path):
+            raise _Skip("a symbolic link (follow_symlinks is off)") from None
+        raise _Skip(exc.strerror or str(exc)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Skip(f"not a regular file ({_kind(mode)})")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise _Skip(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _version(path: str, follow_symlinks: bool) -> Optional[tuple[int, int, int]]:
+    """What identifies one version of a file: inode, size and modification time."""
+    try:
+        info = os.stat(path, follow_symlinks=follow_symlinks)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _archive_file(path: str, content: Any, content_addressed: bool) -> None:
+    # A file named by its sha1 already holds these bytes: the atomic write makes it whole.
+    if content_addressed and os.path.isfile(path):
+        return
+    _write_atomically(path, bytes(content))
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a flushed temporary file renamed over it."""
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    # O_EXCL: never write through a file or symlink someone placed at the temporary name.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(temporary, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory: str) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+def _file_name(what: str, value: Any) -> str:
+    """``value`` as a single file name, refusing anything that could leave its directory."""
+    name = str(value)
+    separators = {"/", "\\", "\0", os.sep, *(os.altsep or "")}
+    if name in ("", ".", "..") or any(s in name for s in separators):
+        raise StoqPluginException(f"{what} {name!r} cannot be used as a file name")
+    return name
+
+
+def _within(directory: str, path: str) -> bool:
+    try:
+        return os.path.commonpath([directory, path]) == directory
+    except ValueError:  # different drives
+        return False
+
+
+def _response_time(response: StoqResponse) -> datetime.datetime:
+    try:
+        return datetime.datetime.fromisoformat(response.time)
+    except (TypeError, ValueError):
+        return datetime.datetime.now()
+
+
+def _directory(option: str, path: str) -> str:
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(full):
+        raise StoqPluginException(f"{option} {full}: no such directory")
+    if not os.path.isdir(full):
+        raise StoqPluginException(f"{option} {full}: not a directory")
+    return full
+
+
+def _path(config: StoqConfigParser, option: str, default: str) -> str:
+    value = config.get("options", option, fallback=default).strip() or default
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _boolean(config: StoqConfigParser, option: str, default: bool) -> bool:
+    try:
+        return config.getboolean("options", option, fallback=default)
+    except ValueError:
+        raw = config.get("options", option)
+        raise StoqPluginException(f"{option} must be true or false, not {raw!r}") from None
+
+
+def _number(config: StoqConfigParser, option: str, default: Any, kind: type) -> Any:
+    getter = config.getint if kind is int else config.getfloat
+    try:
+        value = getter("options", option, fallback=default)
+    except ValueError:
+        raw = config.get("options", option)
+        what = "a whole number" if kind is int else "a number"
+        raise StoqPluginException(f"{option} must be {what}, not {raw!r}") from None
+    if value < 0:
+        raise StoqPluginException(f"{option} must be 0 or more, not {value}")
+    return value

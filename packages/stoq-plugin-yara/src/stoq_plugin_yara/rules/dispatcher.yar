@@ -1,0 +1,59 @@
+/*
+ * The default dispatcher rules of stoq-plugin-yara: where a payload should go next.
+ *
+ * meta: plugin names the workers to run on a matching payload (comma separated); save = "False"
+ * keeps the payload out of the destination archivers. Archives go to the decompress worker
+ * (stoq-plugin-decompress), whose extracted payloads come back here in the next round.
+ */
+
+rule zip_archive : archive
+{
+    meta:
+        description = "ZIP archive"
+        plugin = "decompress"
+    condition:
+        uint32(0) == 0x04034B50 or uint32(0) == 0x06054B50
+}
+
+rule gzip_archive : archive
+{
+    meta:
+        description = "gzip stream"
+        plugin = "decompress"
+    condition:
+        uint16(0) == 0x8B1F and uint8(2) == 0x08
+}
+
+rule sevenzip_archive : archive
+{
+    meta:
+        description = "7-Zip archive"
+        plugin = "decompress"
+    strings:
+        $magic = { 37 7A BC AF 27 1C }
+    condition:
+        $magic at 0
+}
+
+rule rar_archive : archive
+{
+    meta:
+        description = "RAR archive, format 4 or 5"
+        plugin = "decompress"
+    strings:
+        $rar4 = { 52 61 72 21 1A 07 00 }
+        $rar5 = { 52 61 72 21 1A 07 01 00 }
+    condition:
+        $rar4 at 0 or $rar5 at 0
+}
+
+rule tar_archive : archive
+{
+    meta:
+        description = "POSIX (ustar) or GNU tar archive"
+        plugin = "decompress"
+    strings:
+        $ustar = "ustar"
+    condition:
+        $ustar at 257
+}
