@@ -203,7 +203,8 @@ class Payload:
     :param payload_id: defaults to a new uuid4.
     """
 
-    content: Any
+    # Not in repr: a payload may be gigabytes, and reprs get built where no one reads them.
+    content: Any = attrs.field(repr=False)
     dispatch_meta: dict[str, Any]
     results: PayloadResults
     _digests: dict[str, str]
@@ -281,7 +282,7 @@ class Request:
 class ExtractedPayload:
     """A payload a worker carved out of the one it scanned."""
 
-    content: Any = attrs.field(converter=_bytes)
+    content: Any = attrs.field(converter=_bytes, repr=False)
     payload_meta: PayloadMeta = attrs.field(default=None, converter=_payload_meta)
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 
 import pytest
-from conftest import scan
+from core_helpers import scan
 
 from stoq_core import Stoq, StoqException, StoqPluginException, StoqPluginNotFound
 from stoq_core.hookspecs import HOOK_NAMES

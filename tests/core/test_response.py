@@ -7,7 +7,7 @@ import datetime
 import json
 import uuid
 
-from conftest import errors_of, scan
+from core_helpers import errors_of, scan
 from fakes import SAVED, STORE
 
 from stoq_core import (

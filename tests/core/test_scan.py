@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from conftest import errors_of, scan
+from core_helpers import errors_of, scan
 
 from stoq_core import PayloadMeta, Stoq
 
