@@ -17,7 +17,7 @@ import functools
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Optional, cast
 
 import attrs
@@ -90,12 +90,16 @@ class LoadedPlugin:
     required_workers: frozenset[str]
     timeout: Optional[float] = None  #: the plugin's own ``timeout`` option; None: the core's
 
-    async def call(self, hook: str, *args: Any) -> Any:
-        """Run this plugin's implementation of ``hook``; a plain ``def`` runs in a daemon thread."""
+    def call(self, hook: str, *args: Any) -> Awaitable[Any]:
+        """An awaitable of this plugin's ``hook``; a plain ``def`` runs in a daemon thread.
+
+        A plain method, not a coroutine: returning the implementation's own coroutine saves a
+        frame on the path every payload takes.
+        """
         function = self.hooks[hook]
         if self.is_async[hook]:
-            return await function(*args)
-        return await run_blocking(function, *args)
+            return function(*args)  # type: ignore[no-any-return]
+        return run_blocking(function, *args)
 
 
 class _StoqPluggy(pluggy.PluginManager):

@@ -198,7 +198,9 @@ class Stoq:
         self._connectors = self._load_role("connectors", core(connectors, "connectors", "list"))
         self._dispatchers = self._load_role("dispatchers", core(dispatchers, "dispatchers", "list"))
         self._decorators = self._load_role("decorators", core(decorators, "decorators", "list"))
-        self.always_dispatch: list[str] = list(core(always_dispatch, "always_dispatch", "list"))
+        self.always_dispatch: list[str] = list(
+            dict.fromkeys(core(always_dispatch, "always_dispatch", "list"))
+        )
         self._load_role("always_dispatch", self.always_dispatch)
         self._watchdog = Watchdog()
         self._simple_workers: dict[str, LoadedPlugin] = {}  # workers with no required_workers
@@ -558,18 +560,24 @@ class _Scan:
 
     async def run(self) -> None:
         stoq = self.stoq
+        payloads = self.request.payloads
+        always = stoq.always_dispatch
         for round_number in range(1, stoq.max_recursion + 1):
             owed, self.pending = self.pending, {}
-            scannable = [p for p in self.request.payloads if p.results.payload_meta.should_scan]
-            if stoq._dispatchers:
-                dispatched = await _gather(self._dispatch(p) for p in scannable)
-            else:
-                dispatched = [[] for _ in scannable]
             work: dict[tuple[Payload, str], LoadedPlugin] = {}
-            for payload, picked in zip(scannable, dispatched):
-                names = [*owed.get(payload, ()), *stoq.always_dispatch, *picked]
-                for name in dict.fromkeys(names):
-                    self._schedule(payload, name, work)
+            if stoq._dispatchers:
+                scannable = [p for p in payloads if p.results.payload_meta.should_scan]
+                picks = await _gather(self._dispatch(p) for p in scannable)
+                for payload, picked in zip(scannable, picks):
+                    for name in dict.fromkeys([*owed.get(payload, ()), *always, *picked]):
+                        self._schedule(payload, name, work)
+            else:
+                for payload in payloads:
+                    if payload.results.payload_meta.should_scan:
+                        extra = owed.get(payload)
+                        names = always if extra is None else dict.fromkeys([*extra, *always])
+                        for name in names:
+                            self._schedule(payload, name, work)
             if not work:
                 return
             if self.until is not None and asyncio.get_running_loop().time() >= self.until:
