@@ -1,7 +1,391 @@
-"""Entry point of the ``stoq`` console script."""
+"""Entry point of the ``stoq`` console script: ``scan``, ``run``, ``list`` and ``install``.
+
+Only click and the standard library are imported up front; the core, rich and the plugins are
+imported by the commands that use them, so ``stoq --help`` and ``stoq --version`` stay instant.
+
+Exit codes: 0 success; 1 the work ran but something failed (an error in a response, a failing
+connector or provider, pip); 2 usage or input error (nothing was scanned); 130 stopped by Ctrl-C.
+"""
 
 from __future__ import annotations
 
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn, Optional
 
-def main() -> None:
-    raise SystemExit("stoq: the command line is not built yet")
+import click
+
+from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from stoq_cli._params import STATE, StoqCommand, engine_options
+
+__all__ = ["cli", "main"]
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+_OPTIONS_NOTE = """\
+\b
+Plugin lists
+  -s, -a, -R, -C, -D, -A, -S and -P each take one plugin name; repeat the option
+  or separate names with commas: '-s hash -s yara' and '-s hash,yara' are the
+  same. As in stoQ v3, '-s hash yara' works too: the plain words after a plugin
+  name are taken as more names, up to the first word that is an option, contains
+  '.' or '/', or names an existing file or directory. So 'stoq scan -s hash
+  FILE' never takes FILE as a plugin; to be sure, put FILEs first or after '--'.
+  --plugin-opts and --request-extra run on in the same way over NAME:OPT=VALUE
+  and KEY=VALUE words.
+"""
+
+_FILES_NOTE = """\
+\b
+Environment
+  STOQ_HOME  stoQ's home [default: ~/.stoq], created on first use: stoq.cfg
+             (optional; its [core] section gives defaults for these options and
+             its [NAME] sections plugin options), plugins/ (v3 plugin
+             directories), logs/ (stoq.log).
+  STOQ_DEBUG  set to 1, a failure prints its traceback (as --log-level debug).
+
+\b
+Exit status
+  0 every scan succeeded; 1 a scan ran but a response holds errors (a worker
+  failed, a connector could not save...); 2 usage or input error, nothing was
+  scanned; 130 interrupted. Add --log-level debug to see a failure's traceback.
+"""
+
+_SCAN_EPILOG = f"""\
+Each FILE is scanned as its own request; extra_data.filename is its base name.
+A DIRECTORY is walked (sorted, symlinked directories not followed) and each
+file under it scanned; its responses also record extra_data.source_dir. '-'
+(or no FILE, when stdin is not a terminal) reads stdin.
+
+\b
+Output
+  Without -C, responses go to stdout, and nothing else does.
+  --format json     one FILE or stdin: the response, indented (one line with
+                    --compact); several FILEs or a DIRECTORY: one line per
+                    response (JSON lines).
+  --format jsonl    one line per payload: the response with only that
+                    payload's results (request_meta, errors, scan_id... are
+                    the response's).
+  --format summary  a table of payloads, workers and errors per response.
+  With -C, responses go to the connectors only; a response a connector fails
+  to save is printed as above, so it is not lost, and stoq exits 1.
+  With several files, a progress bar is drawn on stderr when stderr is a
+  terminal and stdout is not.
+
+\b
+Bad input
+  A missing, unreadable or empty FILE (unless --allow-empty), a FIFO, an
+  unknown or broken plugin, a malformed option or stoq.cfg: one line on stderr,
+  exit 2, nothing scanned. Under a DIRECTORY, an unreadable entry is reported
+  and skipped (exit 1); empty files and FIFOs are skipped with a note.
+
+{_OPTIONS_NOTE}
+\b
+Examples
+  stoq scan bad.exe -s hash                  hash one file
+  stoq scan -s hash,yara -- bad.exe          the same with two workers
+  stoq scan samples/ -a hash > results.jsonl every file under samples/
+  cat bad.exe | stoq scan - -s hash          scan stdin
+  stoq scan mail.eml -s decompress -a hash --request-source mail \\
+      --request-extra server=mx1             hash everything extracted too
+  stoq scan bad.exe -s yara --plugin-opts yara:worker_rules=rules.yar
+  stoq scan samples/ -s hash -C filedir --plugin-opts filedir:results_dir=out
+
+{_FILES_NOTE}"""
+
+_RUN_EPILOG = f"""\
+The providers (-P, or [core] providers in stoq.cfg) queue payloads; each is
+scanned as its own request until every provider has finished and the queue is
+empty. Without -C each response is printed to stdout as one JSON line; with
+-C it goes to the connectors (and is printed only if one fails to save it).
+
+\b
+On a terminal, stderr shows a live line of counts: payloads ingested (queued
+by the providers), scanned, responses with errors, and scans per second.
+
+\b
+Stopping
+  The first Ctrl-C (or SIGTERM) stops the providers; the payloads already
+  queued or being scanned are finished and saved, then stoq exits 130 (143
+  for SIGTERM) after a line of counts on stderr. A second Ctrl-C aborts the
+  scans in flight.
+
+{_OPTIONS_NOTE}
+\b
+Examples
+  stoq run -P filedir -a hash -R yara \\
+      --plugin-opts filedir:source_dir=/tmp/in > results.jsonl
+  stoq run -P filedir -C filedir -a hash,yara \\
+      --plugin-opts filedir:source_dir=/tmp/monitor \\
+      --plugin-opts filedir:results_dir=/tmp/results
+
+{_FILES_NOTE}"""
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from stoq_cli._engine import StoqHome
+    from stoq_cli._metadata import core_version, installed_plugins, legacy_plugins
+
+    lines = [f"stoq-core {core_version()} (Python {sys.version.split()[0]})"]
+    home_plugins = StoqHome.from_environment().plugins
+    for title, plugins in (
+        ("plugins", installed_plugins()),
+        (f"v3 plugins in {home_plugins}", legacy_plugins(home_plugins)),
+    ):
+        if not plugins:
+            continue
+        lines.append(f"{title}:")
+        width = max(len(name) for name in plugins)
+        for name, record in sorted(plugins.items()):
+            lines.append(f"  {name:<{width}}  {record.version or '-':<10} {record.origin}")
+    if len(lines) == 1:
+        lines.append("plugins: none installed")
+    click.echo("\n".join(lines))
+    ctx.exit(0)
+
+
+class StoqGroup(click.Group):
+    """The ``stoq`` group: every failure becomes one ``stoq: error: ...`` line and an exit code."""
+
+    def main(
+        self,
+        args: Optional[Sequence[str]] = None,
+        prog_name: Optional[str] = None,
+        complete_var: Optional[str] = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        STATE.reset()
+        try:
+            code = super().main(
+                args, prog_name or "stoq", complete_var, standalone_mode=False, **extra
+            )
+        except BaseException as exc:  # each kind is sorted out by _report
+            code = _report(exc)
+        if not isinstance(code, int):
+            code = 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _error(message: str) -> None:
+    print(f"stoq: error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _report(exc: BaseException) -> int:
+    """Print ``exc`` for a user (one line; the traceback too with --log-level debug)."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        click.echo(exc.format_message(), err=True)
+        return EXIT_USAGE
+    if isinstance(exc, click.UsageError):
+        command = exc.ctx.command_path if exc.ctx is not None else "stoq"
+        _error(f"{exc.format_message().rstrip('.')} (see '{command} --help')")
+        return exc.exit_code
+    if isinstance(exc, click.ClickException):
+        _error(exc.format_message())
+        return exc.exit_code
+    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
+        print("stoq: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return EXIT_FAILED
+    if STATE.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, CliError):
+        _error(str(exc))
+        return exc.exit_code
+    # The core is imported only by commands that need it: no import, no StoqException.
+    exceptions = sys.modules.get("stoq_core.exceptions")
+    if exceptions is not None and isinstance(exc, exceptions.StoqException):
+        message = str(exc)
+        hint = _file_hint(exc)
+        _error(message + hint)
+        return EXIT_USAGE
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
+        return EXIT_USAGE
+    if not isinstance(exc, Exception):
+        raise exc
+    hint = "" if STATE.debug else " (--log-level debug or STOQ_DEBUG=1 shows the traceback)"
+    _error(f"unexpected {type(exc).__name__}: {exc}{hint}")
+    return EXIT_FAILED
+
+
+def _file_hint(exc: BaseException) -> str:
+    """When a word after ``-s NAME`` was taken as a plugin but is not one, say how to scan it."""
+    for word in STATE.continued:
+        if f"plugin {word!r} is not installed" in str(exc):
+            return (
+                f"; {word!r} followed a plugin option, so it was read as a plugin name: "
+                "to scan a file of that name, put it before the options or after '--'"
+            )
+    return ""
+
+
+def _silence_stdout() -> None:
+    # The reader went away (stoq scan DIR | head): quiet the flush at exit.
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+@click.group(cls=StoqGroup, context_settings=_CONTEXT)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the core's version and every installed plugin's, then exit.",
+)
+def cli() -> None:
+    """stoQ: route payloads through hashing, YARA, extraction and your own plugins.
+
+    Plugins are Python distributions (stoq install stoq-plugin-hash) or v3
+    plugin directories under $STOQ_HOME/plugins. 'stoq COMMAND --help' explains
+    each command.
+    """
+
+
+@cli.command(cls=StoqCommand, epilog=_SCAN_EPILOG, context_settings=_CONTEXT)
+@click.argument("files", nargs=-1, metavar="[FILE|DIRECTORY|-]...")
+@engine_options()
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "jsonl", "summary"]),
+    default="json",
+    show_default=True,
+    help="json: the response(s); jsonl: one line per payload; summary: tables.",
+)
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="Print a single response on one line instead of indented.",
+)
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Scan empty files and empty stdin (a 0-byte payload) instead of refusing them.",
+)
+def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **engine: Any) -> int:
+    """Scan files, directories or stdin and print each response as JSON."""
+    from stoq_cli._engine import EngineOptions
+    from stoq_cli._scan import scan_command
+
+    return scan_command(files, EngineOptions(**engine), fmt, compact, allow_empty)
+
+
+@cli.command(cls=StoqCommand, epilog=_RUN_EPILOG, context_settings=_CONTEXT)
+@engine_options(providers=True)
+def run(**engine: Any) -> int:
+    """Scan what provider plugins queue until they finish (or Ctrl-C)."""
+    from stoq_cli._engine import EngineOptions
+    from stoq_cli._run import run_command
+
+    return run_command(EngineOptions(**engine))
+
+
+@cli.command(
+    "list",
+    context_settings=_CONTEXT,
+    epilog="""\
+\b
+Columns: the plugin's name (what -s, -C... take), its version, where it comes
+from (a distribution, or the plugin directory of a v3 plugin), the hooks it
+implements (scan: worker, get_dispatches: dispatcher, archive/get: archiver,
+save: connector, decorate: decorator, ingest: provider) and its description.
+A plugin that cannot be imported is listed with its error. Listing imports each
+plugin's module (not its dependencies' work), to find its hooks.
+
+\b
+Examples
+  stoq list
+  stoq list --json | jq -r '.[] | select(.error) | .name'
+""",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plugins instead.")
+@click.option(
+    "--plugin-dir",
+    "plugin_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Also list the v3 plugins in DIR. Repeat for more.",
+)
+def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
+    """List installed plugins: name, version, origin, hooks, description."""
+    from stoq_cli._engine import EngineOptions, StoqHome, build_stoq
+    from stoq_cli._output import print_plugins
+
+    # Empty lists, not None: the plugins stoq.cfg names for a run are not loaded to list them.
+    options = EngineOptions(
+        plugin_dirs=plugin_dirs,
+        always_dispatch=[],
+        dispatchers=[],
+        connectors=[],
+        decorators=[],
+        dest_archivers=[],
+        source_archivers=[],
+        providers=[],
+    )
+    stoq = build_stoq(StoqHome.from_environment(), options)
+    print_plugins(stoq.list_plugins(), as_json)
+    return 0
+
+
+@cli.command(
+    context_settings=_CONTEXT,
+    epilog="""\
+\b
+SPEC is what pip takes (a requirement such as stoq-plugin-yara, a wheel, an
+sdist, a project directory): it is installed with the pip of the Python stoq
+runs in ('python -m pip install'), so its plugins are found through their
+entry points. pip's output goes to stderr; stdout lists each plugin that
+became available or changed version.
+
+\b
+A directory holding a v3 plugin (a .stoq file beside its module, and no
+pyproject.toml or setup.py) is copied to $STOQ_HOME/plugins/<directory name>
+instead; --upgrade replaces an existing copy.
+
+\b
+Examples
+  stoq install stoq-plugin-hash stoq-plugin-yara
+  stoq install ./packages/stoq-plugin-hash
+  stoq install --upgrade dist/stoq_plugin_yara-4.1.0-py3-none-any.whl
+  stoq install ~/v3-plugins/peinfo
+""",
+)
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@click.option(
+    "-U", "--upgrade", is_flag=True, help="Upgrade installed distributions; replace v3 copies."
+)
+def install(specs: tuple[str, ...], upgrade: bool) -> int:
+    """Install plugin distributions (via pip) or v3 plugin directories."""
+    from stoq_cli._install import install_command
+
+    return install_command(specs, upgrade)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
+    """Run the ``stoq`` command line and exit with its status."""
+    cli.main(args=argv, prog_name="stoq")
+    raise SystemExit(0)  # unreachable: main() exits

@@ -1,0 +1,155 @@
+"""``$STOQ_HOME`` and the ``Stoq`` engine a command line asks for.
+
+``$STOQ_HOME`` (default ``~/.stoq``) holds ``stoq.cfg``, ``plugins/`` (v3 plugin directories) and
+``logs/``. It need not exist: it is created on first use when it can be, and a home that cannot be
+written only turns the file log off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from stoq_cli._errors import CliError
+
+if TYPE_CHECKING:
+    from stoq_core import RequestMeta, Stoq
+
+__all__ = ["EngineOptions", "StoqHome", "build_stoq"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoqHome:
+    """stoQ's home directory for the command line."""
+
+    path: Path
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> StoqHome:
+        """``$STOQ_HOME``, or ``~/.stoq`` when it is unset or blank."""
+        return cls(Path(environ.get("STOQ_HOME") or "~/.stoq").expanduser().absolute())
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "stoq.cfg"
+
+    @property
+    def plugins(self) -> Path:
+        return self.path / "plugins"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def prepare(self) -> bool:
+        """Create the home, ``plugins/`` and ``logs/`` if missing.
+
+        :returns: whether ``logs/`` can be written (else the file log is turned off).
+        """
+        try:
+            self.plugins.mkdir(parents=True, exist_ok=True)
+            self.logs.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.logs, os.W_OK)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """The parsed engine options of ``scan`` and ``run`` (``_params.engine_options``)."""
+
+    start_dispatch: Optional[list[str]] = None
+    always_dispatch: Optional[list[str]] = None
+    dispatchers: Optional[list[str]] = None
+    connectors: Optional[list[str]] = None
+    decorators: Optional[list[str]] = None
+    dest_archivers: Optional[list[str]] = None
+    source_archivers: Optional[list[str]] = None
+    providers: Optional[list[str]] = None
+    max_recursion: Optional[int] = None
+    plugin_opts: Optional[dict[str, dict[str, str]]] = None
+    request_source: Optional[str] = None
+    request_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    plugin_dirs: Sequence[str] = ()
+    config_file: Optional[str] = None
+    log_level: Optional[str] = None
+
+    def named_plugins(self) -> list[str]:
+        """Every plugin name given on the command line."""
+        lists = (
+            self.start_dispatch, self.always_dispatch, self.dispatchers, self.connectors,
+            self.decorators, self.dest_archivers, self.source_archivers, self.providers,
+        )  # fmt: skip
+        return [name for names in lists for name in names or ()]
+
+    def request_meta(self) -> RequestMeta:
+        """A new ``RequestMeta`` per request, so no scan sees another's changes."""
+        from stoq_core import RequestMeta
+
+        return RequestMeta(source=self.request_source, extra_data=dict(self.request_extra))
+
+
+def config_path(home: StoqHome, given: Optional[str]) -> str:
+    """The stoq.cfg to read: ``--config-file`` (click checked it exists) or the home's.
+
+    :raises CliError: it is not a regular file (a directory, a FIFO...).
+    """
+    path = Path(given) if given else home.config_file
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return str(path)  # a missing stoq.cfg means stoQ's defaults, said nowhere
+    except OSError as exc:
+        raise CliError(f"cannot read the config file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise CliError(f"the config file {path} is {kind}")
+    return str(path)
+
+
+def build_stoq(
+    home: StoqHome, options: EngineOptions, stoq_class: Optional[type[Stoq]] = None
+) -> Stoq:
+    """The engine for ``options``, every named plugin loaded; raises saying which failed."""
+    from stoq_core import Stoq
+
+    writable = home.prepare()
+    kwargs: dict[str, Any] = {}
+    if not writable:
+        kwargs["log_dir"] = None  # else stoq.cfg's log_dir, or $STOQ_HOME/logs
+    return (stoq_class or Stoq)(
+        base_dir=str(home.path),
+        config_file=config_path(home, options.config_file),
+        log_level=options.log_level,
+        plugin_dir_list=[str(home.plugins), *options.plugin_dirs],
+        plugin_opts=options.plugin_opts,
+        providers=options.providers,
+        source_archivers=options.source_archivers,
+        dest_archivers=options.dest_archivers,
+        connectors=options.connectors,
+        dispatchers=options.dispatchers,
+        decorators=options.decorators,
+        always_dispatch=options.always_dispatch,
+        max_recursion=options.max_recursion,
+        **kwargs,
+    )
+
+
+def check_workers(stoq: Stoq, names: Sequence[str], option: str) -> None:
+    """Load the ``-s`` workers now, so a wrong name stops the command before any scan.
+
+    :raises StoqException: a name is not installed or fails to load.
+    :raises CliError: the plugin is not a worker.
+    """
+    for name in names:
+        plugin = stoq.plugins.load(name)
+        if "scan" not in plugin.hooks:
+            hooks = ", ".join(plugin.hooks) or "none"
+            raise CliError(
+                f"plugin {name!r} cannot be used with {option}: it is not a worker "
+                f"(it implements {hooks}, not scan)"
+            )

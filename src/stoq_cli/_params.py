@@ -1,0 +1,346 @@
+"""The options ``scan`` and ``run`` share, and the parsing that keeps FILEs out of plugin lists.
+
+stoQ v3 declared its plugin lists with argparse's ``nargs='+'``, so ``stoq scan -s hash FILE``
+took FILE as a second plugin name. Here each option takes one value and may be repeated
+(``-s hash -s yara``) or given a comma-separated list (``-s hash,yara``). The v3 spelling
+``-s hash yara FILE`` still works: ``StoqCommand`` takes the plain words after such an option as
+more of its values while they look like what the option expects and do not name an existing
+file, and leaves the rest (FILE) positional.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+__all__ = [
+    "ContinuedOption",
+    "StoqCommand",
+    "engine_options",
+    "parse_plugin_opts",
+    "parse_request_extra",
+    "split_names",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+_PLUGIN_OPT = re.compile(r"(?P<plugin>[^\s:=]+):(?P<option>[^\s=]+)=(?P<value>.*)", re.DOTALL)
+_KEY_VALUE = re.compile(r"(?P<key>[^\s=-][^\s=]*)=(?P<value>.*)", re.DOTALL)
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _names_word(word: str) -> bool:
+    # No '.' or '/': a word like 'bad.exe' or 'samples/x' is a FILE, never a plugin name.
+    parts = [part for part in word.split(",") if part]
+    return bool(parts) and all(_PLUGIN_NAME.fullmatch(part) for part in parts)
+
+
+def _plugin_opt_word(word: str) -> bool:
+    return _PLUGIN_OPT.fullmatch(word) is not None
+
+
+def _key_value_word(word: str) -> bool:
+    return _KEY_VALUE.fullmatch(word) is not None
+
+
+class ContinuedOption(click.Option):
+    """A repeatable option that, as in v3, also takes the plain words after its value.
+
+    :param continues: whether a following word has the shape of this option's values.
+    """
+
+    def __init__(
+        self, *args: Any, continues: Callable[[str], bool] = _names_word, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("multiple", True)
+        super().__init__(*args, **kwargs)
+        self.continues = continues
+
+
+class StoqCommand(click.Command):
+    """A command whose ``ContinuedOption`` values may run on over several words (v3 style)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        continued: list[str] = []
+        rewritten = _spell_out(args, self._continued_options(), self._value_options(), continued)
+        STATE.continued = continued
+        return super().parse_args(ctx, rewritten)
+
+    def _continued_options(self) -> dict[str, ContinuedOption]:
+        return {
+            opt: param
+            for param in self.params
+            if isinstance(param, ContinuedOption)
+            for opt in param.opts
+        }
+
+    def _value_options(self) -> set[str]:
+        # Options whose next word is their value, whatever it looks like.
+        return {
+            opt
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for opt in param.opts
+        }
+
+
+def _spell_out(
+    args: Sequence[str],
+    continued_options: dict[str, ContinuedOption],
+    value_options: set[str],
+    continued: list[str],
+) -> list[str]:
+    """``-s a b FILE`` becomes ``-s a -s b FILE``; everything else is left as it is.
+
+    A word is taken as one more value of the option before it while it has the shape that
+    option expects and is not an existing path; the first word that fails stops the run.
+    ``--`` ends options, as usual.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word == "--":
+            out.extend(args[index:])
+            break
+        index += 1
+        out.append(word)
+        option = _option_of(word, continued_options)
+        if option is None:
+            if word in value_options and index < len(args):
+                out.append(args[index])  # another option's value, even if it reads '-s'
+                index += 1
+            continue
+        flag, param = option
+        if flag == word:  # the value is the next word
+            if index >= len(args):
+                break
+            out.append(args[index])
+            index += 1
+        while index < len(args) and _continues(args[index], param):
+            out.extend((flag, args[index]))
+            continued.append(args[index])
+            index += 1
+    return out
+
+
+def _option_of(
+    word: str, continued_options: dict[str, ContinuedOption]
+) -> tuple[str, ContinuedOption] | None:
+    """The continued option ``word`` starts (``-s``, ``-shash``, ``--start-dispatch=hash``)."""
+    if word in continued_options:
+        return word, continued_options[word]
+    if word.startswith("--"):
+        flag = word.split("=", 1)[0]
+        if flag != word and flag in continued_options:
+            return flag, continued_options[flag]
+        return None
+    if word.startswith("-") and word[:2] in continued_options:
+        return word[:2], continued_options[word[:2]]
+    return None
+
+
+def _continues(word: str, param: ContinuedOption) -> bool:
+    return not word.startswith("-") and param.continues(word) and not os.path.lexists(word)
+
+
+# -- value parsing ---------------------------------------------------------------------------
+
+
+def split_names(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> list[str] | None:
+    """``('hash,yara', 'hash')`` -> ``['hash', 'yara']``; none given -> ``None`` (stoq.cfg's)."""
+    if not values:
+        return None
+    names: dict[str, None] = {}
+    for value in values:
+        parts = [part.strip() for part in value.split(",")]
+        if not any(parts):
+            raise click.BadParameter(f"{value!r} names no plugin", ctx, param)
+        names.update(dict.fromkeys(part for part in parts if part))
+    return list(names)
+
+
+def parse_plugin_opts(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, dict[str, str]] | None:
+    """``('dirmon:source_dir=/tmp/in',)`` -> ``{'dirmon': {'source_dir': '/tmp/in'}}``.
+
+    Values stay text: the plugin's typed getters (``getint``, ``getboolean``...) parse them.
+    """
+    if not values:
+        return None
+    opts: dict[str, dict[str, str]] = {}
+    for value in values:
+        match = _PLUGIN_OPT.fullmatch(value)
+        if match is None:
+            raise click.BadParameter(
+                f"{value!r} is not NAME:OPTION=VALUE (e.g. dirmon:source_dir=/tmp/in)", ctx, param
+            )
+        opts.setdefault(match["plugin"], {})[match["option"]] = match["value"]
+    return opts
+
+
+def parse_request_extra(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, Any]:
+    """``('server=mx1', 'postfix=true')`` -> ``{'server': 'mx1', 'postfix': True}``.
+
+    As in v3, ``true`` and ``false`` (any case) become booleans; every other value stays text.
+    """
+    extra: dict[str, Any] = {}
+    for value in values:
+        match = _KEY_VALUE.fullmatch(value)
+        if match is None:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE (e.g. server=mx1)", ctx, param)
+        text = match["value"]
+        extra[match["key"]] = {"true": True, "false": False}.get(text.lower(), text)
+    return extra
+
+
+# -- the shared options ----------------------------------------------------------------------
+
+
+def _plugin_list(*decls: str, metavar: str = "NAME[,NAME...]", help: str) -> Callable[[F], F]:
+    return click.option(
+        *decls, cls=ContinuedOption, callback=split_names, metavar=metavar, help=help
+    )
+
+
+def engine_options(providers: bool = False) -> Callable[[F], F]:
+    """The engine options ``scan`` and ``run`` share (with ``-P`` for run only)."""
+    options: list[Callable[[F], F]] = []
+    if providers:
+        options.append(
+            _plugin_list(
+                "-P",
+                "--providers",
+                help="Provider plugins that queue the payloads to scan; run ends when all finish.",
+            )
+        )
+    options += [
+        _plugin_list(
+            "-s",
+            "--start-dispatch",
+            help="Workers to run on each submitted payload (not on what is extracted from it).",
+        ),
+        _plugin_list(
+            "-a",
+            "--always-dispatch",
+            help="Workers to run on every payload, extracted ones included.",
+        ),
+        _plugin_list(
+            "-R",
+            "--dispatchers",
+            help="Dispatcher plugins that choose workers for each payload (e.g. yara rules).",
+        ),
+        _plugin_list(
+            "-C",
+            "--connectors",
+            help="Connector plugins that save each response; given, stdout stays empty "
+            "unless a connector fails.",
+        ),
+        _plugin_list(
+            "-D",
+            "--decorators",
+            help="Decorator plugins that add to each finished response.",
+        ),
+        _plugin_list(
+            "-A",
+            "--dest-archivers",
+            help="Archiver plugins that save every payload's bytes after the scan.",
+        ),
+        _plugin_list(
+            "-S",
+            "--source-archivers",
+            help="Archiver plugins that load the payloads providers point to.",
+        ),
+        click.option(
+            "--max-recursion",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="Scan rounds per request: how deep extracted payloads are followed "
+            "[default: stoq.cfg, else 10].",
+        ),
+        click.option(
+            "--plugin-opts",
+            cls=ContinuedOption,
+            continues=_plugin_opt_word,
+            callback=parse_plugin_opts,
+            metavar="NAME:OPTION=VALUE",
+            help="A plugin option; beats stoq.cfg's [NAME] section. Repeat for more.",
+        ),
+        click.option(
+            "--request-source",
+            metavar="TEXT",
+            help="Recorded as request_meta.source (where the payloads came from).",
+        ),
+        click.option(
+            "--request-extra",
+            cls=ContinuedOption,
+            continues=_key_value_word,
+            callback=parse_request_extra,
+            metavar="KEY=VALUE",
+            help="Recorded in request_meta.extra_data; 'true'/'false' become booleans. "
+            "Repeat for more.",
+        ),
+        click.option(
+            "--plugin-dir",
+            "plugin_dirs",
+            multiple=True,
+            type=click.Path(exists=True, file_okay=False),
+            metavar="DIR",
+            help="A directory of v3 plugins (.stoq files), searched after $STOQ_HOME/plugins. "
+            "Repeat for more.",
+        ),
+        click.option(
+            "--config-file",
+            type=click.Path(exists=True, dir_okay=False),
+            metavar="FILE",
+            help="The stoq.cfg to read [default: $STOQ_HOME/stoq.cfg, if it exists].",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            callback=remember_log_level,
+            help="Level of the log on stderr and in $STOQ_HOME/logs; 'debug' also prints "
+            "the traceback of a failure [default: stoq.cfg, else info].",
+        ),
+    ]
+
+    def apply(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return apply
+
+
+class _State:
+    """What the error handler needs to know about the command line it failed on."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        #: --log-level debug was given, or STOQ_DEBUG is set
+        self.debug = os.environ.get("STOQ_DEBUG", "") not in ("", "0")
+        self.continued: list[str] = []  #: words StoqCommand took as more option values
+
+
+STATE = _State()
+
+
+def remember_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Note ``--log-level debug`` (a failure then prints its traceback); return it upper-cased."""
+    if value is None:
+        return None
+    STATE.debug = value.lower() == "debug"
+    return value.upper()

@@ -1,0 +1,106 @@
+"""Helpers of the CLI's tests: running the installed ``stoq`` script, and v3 plugin directories.
+
+A module of its own (not conftest.py) so that test modules can import it by a name no other test
+directory uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CLI_TESTS = Path(__file__).parent
+
+DIST = "stoq-plugin-clitest"
+DIST_VERSION = "0.3.1"
+
+PLUGINS = {
+    "cli_echo": "cli_fakes:Echo",
+    "cli_carve": "cli_fakes:Carver",
+    "cli_fail": "cli_fakes:Failing",
+    "cli_slow": "cli_fakes:Slow",
+    "cli_dispatch": "cli_fakes:Dispatch",
+    "cli_sink": "cli_fakes:Sink",
+    "cli_badsink": "cli_fakes:BrokenSink",
+    "cli_tag": "cli_fakes:Tagger",
+    "cli_burst": "cli_fakes:Burst",
+    "cli_endless": "cli_fakes:Endless",
+    "cli_badprovider": "cli_fakes:FailingProvider",
+    "cli_wontstart": "cli_fakes:WontStart",
+    "cli_broken": "cli_broken_import:Anything",
+}
+
+
+def stoq_executable() -> str:
+    """The ``stoq`` script beside this interpreter (the code under test), else the one on PATH."""
+    beside = Path(sys.executable).parent / "stoq"
+    found = str(beside) if beside.is_file() else shutil.which("stoq")
+    if found is None:
+        pytest.fail("the stoq console script is not installed: pip install -e .")
+    return found
+
+
+@dataclass
+class Done:
+    """A finished ``stoq`` process."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def lines(self) -> list[Any]:
+        """stdout as JSON lines."""
+        return [json.loads(line) for line in self.out.splitlines()]
+
+
+@dataclass
+class StoqRunner:
+    """Runs ``stoq`` in a child process with the test's home and plugins."""
+
+    home: Path
+    cwd: Path
+    env: dict[str, str]
+    import_marker: Path
+
+    def command(self, *args: str) -> list[str]:
+        return [stoq_executable(), *args]
+
+    def __call__(self, *args: str, stdin: bytes | None = None, timeout: float = 60) -> Done:
+        done = subprocess.run(
+            self.command(*args),
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=self.env,
+            cwd=self.cwd,
+            timeout=timeout,
+        )
+        return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def write_legacy_plugin(parent: Path, name: str = "echo3", version: str = "3.0.1") -> Path:
+    """A stoQ v3 plugin directory, ``parent/name``: a .stoq file beside its module."""
+    directory = parent / name
+    directory.mkdir(parents=True)
+    (directory / f"{name}.stoq").write_text(
+        f"[Core]\nName = {name}\nModule = {name}\n\n"
+        f"[Documentation]\nAuthor = tests\nVersion = {version}\nDescription = a v3 worker\n"
+    )
+    (directory / f"{name}.py").write_text(
+        "from stoq_core import WorkerResponse\n"
+        "from stoq_core.plugins import WorkerPlugin\n\n\n"
+        "class LegacyEcho(WorkerPlugin):\n"
+        "    async def scan(self, payload, request):\n"
+        f"        return WorkerResponse({{'legacy': {version!r}}})\n"
+    )
+    return directory
