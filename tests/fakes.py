@@ -312,3 +312,43 @@ class FetchingWorker(WorkerPlugin):
 
     async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
         return WorkerResponse({"got": self.get("x")})
+
+
+class EndlessProvider:
+    """Queues payloads until it is cancelled."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def ingest(self, queue: asyncio.Queue[Any]) -> None:
+        count = 0
+        while True:
+            count += 1
+            await queue.put(Payload(f"endless-{count}".encode()))
+
+
+class TrackedProvider:
+    """Queues QueueItems and records what each one's on_done was told."""
+
+    outcomes: ClassVar[dict[str, tuple[list[StoqResponse], list[Error]]]] = {}
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        TrackedProvider.outcomes = {}
+
+    def _done(self, key: str) -> Any:
+        async def done(responses: list[StoqResponse], failures: list[Error]) -> None:
+            TrackedProvider.outcomes[key] = (responses, failures)
+
+        return done
+
+    @hookimpl
+    async def ingest(self, queue: asyncio.Queue[Any]) -> None:
+        from stoq_core import QueueItem, RequestMeta
+
+        await queue.put(
+            QueueItem(Payload(b"tracked"), RequestMeta(source="item"), self._done("plain"))
+        )
+        await queue.put(
+            QueueItem({"archiver": {"key": "no-such-key"}}, None, self._done("missing"))
+        )

@@ -111,9 +111,7 @@ def config_path(home: StoqHome, given: Optional[str]) -> str:
     return str(path)
 
 
-def build_stoq(
-    home: StoqHome, options: EngineOptions, stoq_class: Optional[type[Stoq]] = None
-) -> Stoq:
+def build_stoq(home: StoqHome, options: EngineOptions) -> Stoq:
     """The engine for ``options``, every named plugin loaded; raises saying which failed."""
     from stoq_core import Stoq
 
@@ -121,7 +119,7 @@ def build_stoq(
     kwargs: dict[str, Any] = {}
     if not writable:
         kwargs["log_dir"] = None  # else stoq.cfg's log_dir, or $STOQ_HOME/logs
-    return (stoq_class or Stoq)(
+    return Stoq(
         base_dir=str(home.path),
         config_file=config_path(home, options.config_file),
         log_level=options.log_level,

@@ -5,46 +5,45 @@ being scanned finish, its response saved or printed; a second one aborts at once
 exit code is 128 + the signal (130 for Ctrl-C), so a script can tell the run did not end on its
 own.
 
-The engine has no stop switch or progress callback (see the report), so both live here: each
-provider's ``ingest`` runs inside a wrapper that ends when asked to and counts what it queues,
-and ``_CliStoq.scan_request`` counts and prints each response.
+The engine's ``run`` does the work: its ``stop`` event ends the providers, its ``stats`` are the
+status line's counts, and ``on_response`` prints each response once the connectors have it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, Optional, TextIO
+from typing import Optional, TextIO
 
 from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK
 from stoq_cli._output import ResponsePrinter
-from stoq_core import Request, Stoq, StoqResponse
+from stoq_core import RunStats, Stoq, StoqResponse
 
 __all__ = ["run_command"]
 
 
 class _Counts:
-    """What the status line shows."""
+    """What the status line shows: the engine's counters and how the run ended."""
 
     def __init__(self) -> None:
-        self.ingested = 0  #: items the providers queued
-        self.scanned = 0  #: responses finished
-        self.errors = 0  #: responses with errors, plus failed providers
+        self.stats = RunStats()
         self.started = time.monotonic()
         self.stopped_by: Optional[int] = None  #: the signal that stopped the run
-        self.abandoned_threads = False  #: a plain-def provider still running in a thread
         self.output_closed = False  #: stdout's reader went away
+
+    @property
+    def errors(self) -> int:
+        """Responses with errors, failed providers and queued items that could not be scanned."""
+        return self.stats.with_errors + self.stats.failed
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return (
-            f"ingested {self.ingested} \u00b7 scanned {self.scanned} \u00b7 errors {self.errors}"
-            f" \u00b7 {self.scanned / elapsed:.1f}/s"
+            f"ingested {self.stats.ingested} \u00b7 scanned {self.stats.scanned} \u00b7 "
+            f"errors {self.errors} \u00b7 {self.stats.scanned / elapsed:.1f}/s"
         )
 
 
@@ -84,86 +83,10 @@ class _StatusLine:
             await asyncio.sleep(every)
 
 
-class _CountingQueue:
-    """The run's queue as a provider sees it: every item put is counted."""
-
-    def __init__(self, queue: asyncio.Queue[Any], counts: _Counts) -> None:
-        self._queue = queue
-        self._counts = counts
-
-    async def put(self, item: Any) -> None:
-        await self._queue.put(item)
-        self._counts.ingested += 1
-
-    def put_nowait(self, item: Any) -> None:
-        self._queue.put_nowait(item)
-        self._counts.ingested += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._queue, name)
-
-
-class _CliStoq(Stoq):
-    """The engine, reporting each finished response to the command line."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.on_response: Callable[[StoqResponse], None] = lambda response: None
-        super().__init__(*args, **kwargs)
-
-    async def scan_request(
-        self, request: Request, add_start_dispatch: Optional[Any] = None
-    ) -> StoqResponse:
-        response = await super().scan_request(request, add_start_dispatch)
-        self.on_response(response)
-        return response
-
-
-def _stoppable_providers(stoq: Stoq, stop: asyncio.Event, counts: _Counts) -> None:
-    """Wrap every loaded provider's ``ingest`` so that it returns once ``stop`` is set."""
-    for plugin in list(stoq.plugins.loaded.values()):
-        if "ingest" not in plugin.hooks:
-            continue
-        function, is_async = plugin.hooks["ingest"], plugin.is_async["ingest"]
-        plugin.hooks["ingest"] = _stoppable(function, is_async, stop, counts)
-        plugin.is_async["ingest"] = True
-
-
-def _stoppable(
-    function: Callable[..., Any], is_async: bool, stop: asyncio.Event, counts: _Counts
-) -> Callable[[asyncio.Queue[Any]], Any]:
-    async def ingest(queue: asyncio.Queue[Any]) -> None:
-        proxy = _CountingQueue(queue, counts)
-        call = function(proxy) if is_async else asyncio.to_thread(function, proxy)
-        work = asyncio.ensure_future(call)
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            work.cancel()
-            raise
-        finally:
-            stopping.cancel()
-        if not work.done():
-            # Cancelling stops a coroutine; a thread runs on and is abandoned at exit.
-            counts.abandoned_threads = counts.abandoned_threads or not is_async
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-            return
-        if work.cancelled():
-            return
-        exc = work.exception()
-        if exc is not None:
-            counts.errors += 1
-            raise exc  # the engine logs it and the other providers go on
-
-    return ingest
-
-
 def run_command(options: EngineOptions) -> int:
     """Run ``stoq run``; returns the exit code."""
     home = StoqHome.from_environment()
-    stoq = build_stoq(home, options, stoq_class=_CliStoq)
-    assert isinstance(stoq, _CliStoq)
+    stoq = build_stoq(home, options)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
     counts = _Counts()
     status: Optional[_StatusLine] = None
@@ -180,11 +103,7 @@ def run_command(options: EngineOptions) -> int:
             status.draw()
             sys.stderr.write("\n")
         _say_how_it_ended(counts, status)
-        if counts.abandoned_threads:
-            # A provider blocked in a thread cannot be stopped; waiting for it would hang.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + (counts.stopped_by or signal.SIGINT))
+        # A plain-def provider abandoned at the stop runs in a daemon thread: nothing waits for it.
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
@@ -200,7 +119,8 @@ def _say_how_it_ended(counts: _Counts, status: Optional[_StatusLine]) -> None:
         return
     name = signal.Signals(counts.stopped_by).name
     print(
-        f"stoq: stopped by {name}: ingested {counts.ingested}, scanned {counts.scanned}, "
+        f"stoq: stopped by {name}: ingested {counts.stats.ingested}, "
+        f"scanned {counts.stats.scanned}, "
         f"{counts.errors} with errors",
         file=sys.stderr,
         flush=True,
@@ -208,7 +128,7 @@ def _say_how_it_ended(counts: _Counts, status: Optional[_StatusLine]) -> None:
 
 
 async def _run(
-    stoq: _CliStoq,
+    stoq: Stoq,
     options: EngineOptions,
     printer: ResponsePrinter,
     counts: _Counts,
@@ -219,9 +139,6 @@ async def _run(
     main = asyncio.current_task()
 
     def on_response(response: StoqResponse) -> None:
-        counts.scanned += 1
-        if response.errors:
-            counts.errors += 1
         if counts.output_closed:
             return
         try:
@@ -231,8 +148,6 @@ async def _run(
             counts.output_closed = True
             if main is not None:
                 main.cancel()
-
-    stoq.on_response = on_response
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -257,11 +172,14 @@ async def _run(
             handled.append(signum)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
             pass
-    _stoppable_providers(stoq, stop, counts)
     drawing = asyncio.ensure_future(status.keep_drawing()) if status is not None else None
     try:
         await stoq.run(
-            request_meta=options.request_meta(), add_start_dispatch=options.start_dispatch
+            request_meta=options.request_meta(),
+            add_start_dispatch=options.start_dispatch,
+            stop=stop,
+            on_response=on_response,
+            stats=counts.stats,
         )
     except asyncio.CancelledError:
         if counts.output_closed:

@@ -14,12 +14,13 @@ from stoq_core.data_classes import (
     Payload,
     PayloadMeta,
     PayloadResults,
+    QueueItem,
     Request,
     RequestMeta,
     StoqResponse,
     WorkerResponse,
 )
-from stoq_core.engine import Stoq
+from stoq_core.engine import RunStats, Stoq
 from stoq_core.exceptions import StoqException, StoqPluginException, StoqPluginNotFound
 from stoq_core.hookspecs import hookimpl
 
@@ -36,8 +37,10 @@ __all__ = [
     "PayloadMeta",
     "PayloadResults",
     "PluginInfo",
+    "QueueItem",
     "Request",
     "RequestMeta",
+    "RunStats",
     "Stoq",
     "StoqConfigParser",
     "StoqException",

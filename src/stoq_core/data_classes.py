@@ -10,7 +10,7 @@ import datetime
 import hashlib
 import os
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Optional, Union
 
 import attrs
@@ -26,6 +26,7 @@ __all__ = [
     "Payload",
     "PayloadMeta",
     "PayloadResults",
+    "QueueItem",
     "Request",
     "RequestMeta",
     "StoqResponse",
@@ -411,6 +412,25 @@ class StoqResponse:
                 one["workers"] = {worker: worker_result}
                 pieces.append({"results": [one], **common})
         return pieces
+
+
+@attrs.define(eq=False)
+class QueueItem:
+    """A provider's queue item that wants to know how its scan ended.
+
+    ``Stoq.run`` scans ``item`` (a ``Payload``, a ``Request`` or ``{archiver_name: task}``) as
+    usual, then calls ``on_done(responses, failures)`` once every request it stood for has been
+    scanned and handed to the connectors. ``failures`` lists what went wrong on the way: tasks a
+    source archiver could not load, connectors that failed to save, a scan that raised. An empty
+    list means every result was saved, the moment a queue may acknowledge the message.
+    ``on_done`` is not called when the run is cancelled first.
+
+    :param request_meta: for a Payload or archiver task, used instead of ``run``'s.
+    """
+
+    item: Any
+    request_meta: Optional[RequestMeta] = None
+    on_done: Optional[Callable[[list[StoqResponse], list[Error]], Any]] = None
 
 
 def _error_dict(error: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import inspect
 import logging
 import os
 import time
@@ -34,6 +35,7 @@ from stoq_core.data_classes import (
     Payload,
     PayloadMeta,
     PayloadResults,
+    QueueItem,
     Request,
     RequestMeta,
     StoqResponse,
@@ -42,7 +44,7 @@ from stoq_core.data_classes import (
 )
 from stoq_core.exceptions import StoqException, StoqPluginException
 
-__all__ = ["Stoq"]
+__all__ = ["RunStats", "Stoq"]
 
 T = TypeVar("T")
 
@@ -76,6 +78,28 @@ _ROLE_HOOKS = {
     "decorators": "decorate",
     "always_dispatch": "scan",
 }
+
+
+@attrs.define
+class RunStats:
+    """What ``Stoq.run`` has done so far."""
+
+    ingested: int = 0  #: items the providers put on the queue
+    scanned: int = 0  #: responses finished (saved by the connectors)
+    with_errors: int = 0  #: of those, responses holding errors
+    failed: int = 0  #: providers that raised and queued items that could not be scanned
+
+
+class _CountingQueue(asyncio.Queue[Any]):
+    """``run``'s queue, counting what the providers put on it."""
+
+    def __init__(self, maxsize: int, stats: RunStats) -> None:
+        super().__init__(maxsize)
+        self._stats = stats
+
+    def put_nowait(self, item: Any) -> None:  # ``put`` ends here too
+        super().put_nowait(item)
+        self._stats.ingested += 1
 
 
 class _DependencyError(Exception):
@@ -271,13 +295,19 @@ class Stoq:
         self, request: Request, add_start_dispatch: Optional[Sequence[str]] = None
     ) -> StoqResponse:
         """Scan every payload of ``request`` and what they yield, then archive, decorate and save."""
+        response, _ = await self._scan_and_save(request, add_start_dispatch)
+        return response
+
+    async def _scan_and_save(
+        self, request: Request, add_start_dispatch: Optional[Sequence[str]]
+    ) -> tuple[StoqResponse, list[Error]]:
+        """``scan_request``'s work; also returns the errors of connectors that failed to save."""
         await _Scan(self, request, add_start_dispatch or ()).run()
         if request.request_meta.archive_payloads and self._dest_archivers:
             await self._archive(request)
         response = StoqResponse(request)
         await self._decorate(response)
-        await self._save(response)
-        return response
+        return response, await self._save(response)
 
     async def _archive(self, request: Request) -> None:
         calls = []
@@ -313,13 +343,17 @@ class Stoq:
                 outcome, DecoratorResponse, decorator, response.errors, None, response.decorators
             )
 
-    async def _save(self, response: StoqResponse) -> None:
+    async def _save(self, response: StoqResponse) -> list[Error]:
+        """Every connector's ``save``; returns the errors of those that failed."""
         if not self._connectors:
-            return
+            return []
+        failed: list[Error] = []
         await _gather(
-            self._call(connector, "save", (response,), response.errors)
+            self._call(connector, "save", (response,), failed)
             for connector in self._connectors.values()
         )
+        response.errors.extend(failed)
+        return failed
 
     def _take(
         self,
@@ -416,43 +450,65 @@ class Stoq:
         self,
         request_meta: Optional[RequestMeta] = None,
         add_start_dispatch: Optional[Sequence[str]] = None,
-    ) -> None:
+        *,
+        stop: Optional[asyncio.Event] = None,
+        on_response: Optional[Callable[[StoqResponse], object]] = None,
+        stats: Optional[RunStats] = None,
+    ) -> RunStats:
         """Scan what the providers queue until they have all finished and the queue is drained.
 
-        Results leave only through connectors.
+        Results leave through connectors (and ``on_response``, called with each response after
+        the connectors have saved it).
 
+        :param stop: when set, the providers are cancelled; what they queued is still scanned.
+        :param stats: counters to update as the run goes (a status line can read them live).
+        :returns: the counters.
         :raises StoqException: no provider is loaded.
         """
         if not self._providers:
             raise StoqException(
                 "no provider plugins are loaded: name one with providers=[...] or -P"
             )
-        queue: asyncio.Queue[Any] = asyncio.Queue(self.max_queue)
+        stats = RunStats() if stats is None else stats
+        queue: asyncio.Queue[Any] = _CountingQueue(self.max_queue, stats)
         providers = [
-            asyncio.ensure_future(self._ingest(p, queue)) for p in self._providers.values()
+            asyncio.ensure_future(self._ingest(p, queue, stats)) for p in self._providers.values()
         ]
         consumers = [
-            asyncio.ensure_future(self._consume(queue, request_meta, add_start_dispatch))
+            asyncio.ensure_future(
+                self._consume(queue, request_meta, add_start_dispatch, stats, on_response)
+            )
             for _ in range(max(1, self.provider_consumers))
         ]
+        ingesting: asyncio.Future[Any] = asyncio.gather(*providers)
+        waits: list[asyncio.Future[Any]] = [ingesting]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
         try:
-            await asyncio.gather(*providers)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for provider in providers:  # stopped: one in a thread is abandoned, not awaited
+                provider.cancel()
             await queue.join()
         finally:
-            for task in (*providers, *consumers):
-                task.cancel()
-            await asyncio.gather(*providers, *consumers, return_exceptions=True)
+            for future in (*providers, *consumers, *waits[1:]):
+                future.cancel()
+            await asyncio.gather(ingesting, *consumers, return_exceptions=True)
+        return stats
 
-    async def _ingest(self, provider: LoadedPlugin, queue: asyncio.Queue[Any]) -> None:
+    def _run_failed(
+        self, stats: RunStats, message: str, exc: Optional[BaseException] = None
+    ) -> None:
+        stats.failed += 1
+        self.log.error(message, exc_info=exc if self.log.isEnabledFor(logging.DEBUG) else None)
+
+    async def _ingest(
+        self, provider: LoadedPlugin, queue: asyncio.Queue[Any], stats: RunStats
+    ) -> None:
         try:
             await provider.call("ingest", queue)
         except Exception as exc:
-            self.log.error(
-                "provider %s failed: %s: %s",
-                provider.name,
-                type(exc).__name__,
-                exc,
-                exc_info=self.log.isEnabledFor(logging.DEBUG),
+            self._run_failed(
+                stats, f"provider {provider.name} failed: {type(exc).__name__}: {exc}", exc
             )
 
     async def _consume(
@@ -460,58 +516,81 @@ class Stoq:
         queue: asyncio.Queue[Any],
         request_meta: Optional[RequestMeta],
         add_start_dispatch: Optional[Sequence[str]],
+        stats: RunStats,
+        on_response: Optional[Callable[[StoqResponse], object]],
     ) -> None:
         while True:
-            item = await queue.get()
+            entry = await queue.get()
+            item = entry.item if isinstance(entry, QueueItem) else entry
+            meta = entry.request_meta if isinstance(entry, QueueItem) else None
+            responses: list[StoqResponse] = []
+            failures: list[Error] = []
             try:
-                for request in await self._requests_from(item, request_meta):
-                    await self.scan_request(request, add_start_dispatch)
+                requests = await self._requests_from(item, meta or request_meta, stats, failures)
+                for request in requests:
+                    response, unsaved = await self._scan_and_save(request, add_start_dispatch)
+                    failures.extend(unsaved)
+                    responses.append(response)
+                    stats.scanned += 1
+                    stats.with_errors += bool(response.errors)
+                    if on_response is not None:
+                        on_response(response)
             except Exception as exc:
-                self.log.error(
-                    "scan of a queued %s failed: %s: %s",
-                    type(item).__name__,
-                    type(exc).__name__,
-                    exc,
-                    exc_info=self.log.isEnabledFor(logging.DEBUG),
+                message = (
+                    f"scan of a queued {type(item).__name__} failed: {type(exc).__name__}: {exc}"
+                )
+                failures.append(Error(message))
+                self._run_failed(stats, message, exc)
+            try:
+                if isinstance(entry, QueueItem) and entry.on_done is not None:
+                    done = entry.on_done(responses, failures)
+                    if inspect.isawaitable(done):
+                        await done
+            except Exception as exc:
+                self._run_failed(
+                    stats, f"on_done of a queued item failed: {type(exc).__name__}: {exc}", exc
                 )
             finally:
                 queue.task_done()
 
-    async def _requests_from(self, item: Any, request_meta: Optional[RequestMeta]) -> list[Request]:
-        """The requests a queue item stands for: a Payload, a Request, or {archiver: task}."""
+    async def _requests_from(
+        self,
+        item: Any,
+        request_meta: Optional[RequestMeta],
+        stats: RunStats,
+        failures: list[Error],
+    ) -> list[Request]:
+        """The requests a queue item stands for: a Payload, a Request, or {archiver: task}.
+
+        A task a source archiver cannot load is counted, logged and added to ``failures``.
+        """
         if isinstance(item, Payload):
             return [Request([item], _fresh(request_meta))]
         if isinstance(item, Request):
             if request_meta is not None and item.request_meta.is_default():
                 item.request_meta = _fresh(request_meta)
             return [item]
-        if isinstance(item, dict):
-            requests = []
-            for archiver_name, task in item.items():
-                archiver = self._source_archivers.get(archiver_name)
-                if archiver is None:
-                    self.log.error(
-                        "queued task names source archiver %r, which is not loaded (loaded: %s)",
-                        archiver_name,
-                        ", ".join(self._source_archivers) or "none",
-                    )
-                    continue
+        if not isinstance(item, dict):
+            raise StoqException(
+                f"a provider queued a {type(item).__name__}; expected Payload, Request, dict "
+                "or QueueItem"
+            )
+        requests = []
+        for archiver_name, task in item.items():
+            archiver = self._source_archivers.get(archiver_name)
+            if archiver is None:
+                loaded = ", ".join(self._source_archivers) or "none"
+                why = f"source archiver {archiver_name!r} is not loaded (loaded: {loaded})"
+            else:
                 errors: list[Error] = []
                 payload = await self._call(archiver, "get", (ArchiverResponse(task),), errors)
-                if payload is _FAILED or payload is None:
+                if isinstance(payload, Payload):
+                    requests.append(Request([payload], _fresh(request_meta)))
                     continue
-                if not isinstance(payload, Payload):
-                    self.log.error(
-                        "source archiver %s returned %s, expected Payload",
-                        archiver_name,
-                        type(payload).__name__,
-                    )
-                    continue
-                requests.append(Request([payload], _fresh(request_meta), errors))
-            return requests
-        raise StoqException(
-            f"a provider queued a {type(item).__name__}; expected Payload, Request or dict"
-        )
+                why = errors[0].error if errors else f"get returned {type(payload).__name__}"
+            failures.append(Error(f"cannot load {task!r}: {why}", archiver_name))
+            self._run_failed(stats, f"queued task for {archiver_name!r} not scanned: {why}")
+        return requests
 
     # -- responses -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from fakes import SAVED
 
-from stoq_core import RequestMeta, StoqException
+from stoq_core import RequestMeta, RunStats, StoqException
 
 
 def contents(response) -> list[int]:
@@ -29,7 +29,8 @@ def test_run_scans_every_queued_payload_and_saves_through_connectors(make_stoq):
         provider_consumers=3,
         plugin_opts={"provider": {"items": items}},
     )
-    assert asyncio.run(stoq.run(add_start_dispatch=["worker2"])) is None
+    stats = asyncio.run(stoq.run(add_start_dispatch=["worker2"]))
+    assert (stats.ingested, stats.scanned, stats.with_errors, stats.failed) == (25, 25, 0, 0)
     saved = SAVED["connector"]
     assert len(saved) == 25
     assert all(set(r.results[0].workers) == {"worker", "worker2"} for r in saved)
@@ -99,3 +100,63 @@ def test_run_queue_is_bounded_by_max_queue(make_stoq):
     finally:
         asyncio.Queue.put = original
     assert 1 <= peak <= 3
+
+
+def test_run_reports_each_saved_response_and_counts_failures(make_stoq):
+    seen = []
+    stoq = make_stoq(
+        providers=["provider", "provider2"],
+        connectors=["connector"],
+        plugin_opts={
+            "provider": {"items": ["a", {"archiver": "not_loaded", "content": "x"}], "fail": True},
+            "provider2": {"items": ["b"]},
+        },
+    )
+    stats = asyncio.run(stoq.run(on_response=lambda r: seen.append(len(SAVED["connector"]))))
+    # Each response reached on_response after the connector had saved it.
+    assert sorted(seen) == [1, 2]
+    assert (stats.ingested, stats.scanned, stats.failed) == (3, 2, 2)
+
+
+def test_setting_stop_ends_the_providers_and_drains_the_queue(make_stoq, install_plugins):
+    install_plugins({"endless": "fakes:EndlessProvider"})
+    stoq = make_stoq(providers=["endless"], connectors=["connector"], max_queue=5)
+
+    async def main():
+        stop = asyncio.Event()
+
+        def on_response(response):
+            if len(SAVED["connector"]) == 20:
+                stop.set()
+
+        stats = RunStats()
+        await asyncio.wait_for(stoq.run(stop=stop, on_response=on_response, stats=stats), 10)
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats.scanned >= 20
+    # Everything queued before the stop was scanned, nothing was left behind.
+    assert stats.scanned == stats.ingested
+
+
+def test_a_queue_item_learns_how_its_scan_ended(make_stoq, install_plugins):
+    """QueueItem.on_done: after the connectors, with what failed (the hook a queue acks on)."""
+    install_plugins({"tracked": "fakes:TrackedProvider"})
+    stoq = make_stoq(
+        providers=["tracked"],
+        source_archivers=["archiver"],
+        connectors=["connector", "connector2"],
+        plugin_opts={"connector2": {"fail": True}},
+    )
+    from fakes import TrackedProvider
+
+    asyncio.run(stoq.run(request_meta=RequestMeta(source="run")))
+    outcomes = TrackedProvider.outcomes
+    ok = outcomes["plain"]
+    assert [r.request_meta.source for r in ok[0]] == ["item"]  # the item's own metadata won
+    assert [e.plugin_name for e in ok[1]] == ["connector2"]  # the failed save is reported
+    assert SAVED["connector"][0] is ok[0][0]  # ...and it came after the connectors ran
+    missing = outcomes["missing"]
+    assert missing[0] == []
+    assert "cannot load" in missing[1][0].error
+    assert missing[1][0].plugin_name == "archiver"
