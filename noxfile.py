@@ -68,7 +68,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the core, the CLI and the compatibility package."""
-    install(session, "-e", ".", "mypy>=1.10")
+    install(session, "-e", ".[test]", "mypy>=1.10")
     session.run("mypy")
 
 
