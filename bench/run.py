@@ -190,7 +190,11 @@ def _cli_scan(path: Path, workers: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "STOQ_HOME": home}
         out = subprocess.run(
-            [sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env, timeout=900
+            [sys.executable, "-c", wrapper, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
         )
     result = json.loads(out.stdout)
     if result["rc"] not in (0, 1):
@@ -259,9 +263,22 @@ def bench_directory() -> list[str]:
             shutil.rmtree(results, ignore_errors=True)
             began = time.perf_counter()
             subprocess.run(
-                [stoq, "run", "-P", "filedir", "-C", "filedir", "-a", "hash",
-                 "--plugin-opts", f"filedir:source_dir={source}", f"filedir:results_dir={results}"],
-                check=True, capture_output=True, timeout=900,
+                [
+                    stoq,
+                    "run",
+                    "-P",
+                    "filedir",
+                    "-C",
+                    "filedir",
+                    "-a",
+                    "hash",
+                    "--plugin-opts",
+                    f"filedir:source_dir={source}",
+                    f"filedir:results_dir={results}",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=900,
                 env={**os.environ, "STOQ_HOME": str(Path(tmp) / "home")},
             )
             elapsed = time.perf_counter() - began
@@ -272,9 +289,13 @@ def bench_directory() -> list[str]:
             results.mkdir(exist_ok=True)
             for path in source.iterdir():
                 data = path.read_bytes()
-                (results / path.name).write_text(json.dumps({
-                    "md5": __import__("hashlib").md5(data).hexdigest(),
-                }))
+                (results / path.name).write_text(
+                    json.dumps(
+                        {
+                            "md5": __import__("hashlib").md5(data).hexdigest(),
+                        }
+                    )
+                )
             return {"rate": 10_000 / (time.perf_counter() - began)}
 
         r = median_of(once)
@@ -305,7 +326,9 @@ def bench_cli() -> list[str]:
 
         scan = timed([stoq, "scan", str(small), "-s", "hash"])
         bare = timed([sys.executable, "-c", "pass"])
-        return [f"| CLI start: `stoq scan SMALLFILE -s hash` | {scan:,.0f} ms | {bare:,.0f} ms `python -c pass` | {scan - bare:,.0f} ms of our own |"]
+        return [
+            f"| CLI start: `stoq scan SMALLFILE -s hash` | {scan:,.0f} ms | {bare:,.0f} ms `python -c pass` | {scan - bare:,.0f} ms of our own |"
+        ]
 
 
 SECTIONS: dict[str, Callable[[], list[str]]] = {
