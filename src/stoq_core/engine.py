@@ -43,6 +43,7 @@ from stoq_core.data_classes import (
     subresponse_results,
 )
 from stoq_core.exceptions import StoqException, StoqPluginException
+from stoq_core.helpers import check_results
 
 __all__ = ["RunStats", "Stoq"]
 
@@ -66,6 +67,7 @@ _DEFAULTS = {
     "max_payloads": 10_000,
     "max_extracted_bytes": 1 << 30,
     "max_payload_size": 256 << 20,
+    "max_result_size": 64 << 20,
 }
 
 # The hook each role calls, for the error raised when a named plugin cannot play its role.
@@ -133,6 +135,8 @@ class Stoq:
     :param max_payloads: payloads one request may hold (default 10000).
     :param max_extracted_bytes: bytes of extracted payloads one request may hold (default 1 GiB).
     :param max_payload_size: bytes one extracted payload may have (default 256 MiB).
+    :param max_result_size: bytes of text one plugin's results may hold (default 64 MiB);
+        results that are larger, or not made of JSON's types, are dropped with an ``Error``.
 
     Whatever a limit drops is reported as an ``Error`` naming the limit.
     """
@@ -161,6 +165,7 @@ class Stoq:
         max_payloads: Optional[int] = None,
         max_extracted_bytes: Optional[int] = None,
         max_payload_size: Optional[int] = None,
+        max_result_size: Optional[int] = None,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir or os.getcwd())
         config_file = config_file or os.path.join(self.base_dir, "stoq.cfg")
@@ -205,6 +210,7 @@ class Stoq:
         self.max_payloads: int = core(max_payloads, "max_payloads", "int")
         self.max_extracted_bytes: int = core(max_extracted_bytes, "max_extracted_bytes", "int")
         self.max_payload_size: int = core(max_payload_size, "max_payload_size", "int")
+        self.max_result_size: int = core(max_result_size, "max_result_size", "int")
         if plugin_dir_list is None:
             plugin_dir_list = self._config.getlist(
                 "core", "plugin_dir_list", fallback=[os.path.join(self.base_dir, "plugins")]
@@ -379,8 +385,13 @@ class Stoq:
                 )
             )
             return None
-        if getattr(outcome, "results", None) is not None:
-            results[plugin.name] = outcome.results
+        found = getattr(outcome, "results", None)
+        if found is not None:
+            problem = check_results(found, self.max_result_size)
+            if problem is None:
+                results[plugin.name] = found
+            else:
+                errors.append(Error(f"{problem}; results dropped", plugin.name, _id(about)))
         if outcome.errors:
             errors.extend(_errors(outcome.errors, plugin.name, about))
         return outcome

@@ -11,7 +11,16 @@ from typing import Any
 
 import attrs
 
-__all__ = ["dumps", "get_md5", "get_sha1", "get_sha256", "get_sha512", "jsonable", "merge_dicts"]
+__all__ = [
+    "check_results",
+    "dumps",
+    "get_md5",
+    "get_sha1",
+    "get_sha256",
+    "get_sha512",
+    "jsonable",
+    "merge_dicts",
+]
 
 
 def _default(obj: Any) -> Any:
@@ -49,6 +58,64 @@ def jsonable(obj: Any, _active: frozenset[int] = frozenset()) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [jsonable(v, active) for v in obj]
     return jsonable(_default(obj), active)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+_TEXTUAL = (str, bytes, bytearray)
+_WRITABLE = (
+    *_SCALARS,
+    bytes,
+    bytearray,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    enum.Enum,
+)
+_MAX_DEPTH = 64
+
+
+def check_results(results: Any, max_size: int) -> str | None:
+    """Why ``results`` cannot go into a response, or None if it can.
+
+    Results must be made of JSON's types (plus bytes, sets, tuples and datetimes, which
+    ``dumps`` writes as text and lists), at most ``_MAX_DEPTH`` levels deep (so no cycles),
+    with at most ``max_size`` bytes of text in all.
+    """
+    if type(results) is dict and all(
+        type(k) is str and type(v) in _SCALARS for k, v in results.items()
+    ):
+        # The common case (hash, most workers): a flat dict of scalars.
+        size = sum(len(v) for v in results.values() if type(v) is str)
+        return None if size <= max_size else f"results are too large ({size} bytes > {max_size})"
+    budget = [max_size]
+    return _check(results, "results", 0, budget)
+
+
+def _check(value: Any, where: str, depth: int, budget: list[int]) -> str | None:
+    if depth > _MAX_DEPTH:
+        return f"{where} nests deeper than {_MAX_DEPTH} levels (a reference cycle?)"
+    if isinstance(value, _TEXTUAL):
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            return f"results are too large (over {where})"
+        return None
+    if isinstance(value, _WRITABLE):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (*_SCALARS, bytes)):
+                return f"{where} has a key of type {type(key).__name__}"
+            problem = _check(item, f"{where}[{key!r}]", depth + 1, budget)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for index, item in enumerate(value):
+            problem = _check(item, f"{where}[{index}]", depth + 1, budget)
+            if problem:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}, which cannot be written as JSON"
 
 
 def _key(key: Any) -> Any:

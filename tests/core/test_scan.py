@@ -439,3 +439,49 @@ def test_max_payload_size_and_max_extracted_bytes_are_enforced(make_stoq):
         "max_extracted_bytes (12 bytes) exceeded: 1 extracted payload(s) dropped",
         "max_payload_size (6 bytes) exceeded: 1 extracted payload(s) dropped",
     ]
+
+
+def test_results_that_cannot_be_written_as_json_are_dropped_with_an_error(make_stoq):
+    stoq = make_stoq(plugin_opts={"worker": {"results": {"ok": True}}})
+    worker = stoq.load_plugin("worker")
+    cycle: list[object] = []
+    cycle.append(cycle)
+    for bad, expected in (
+        ({"handle": object()}, "results['handle'] is a object, which cannot be written as JSON"),
+        ({"deep": cycle}, "nests deeper than 64 levels"),
+        ({("a", "b"): 1}, "has a key of type tuple"),
+    ):
+        worker.results = bad
+        response, results = scan(stoq, start=["worker", "worker2"])
+        [error] = errors_of(response, "worker")
+        assert expected in error and error.endswith("results dropped")
+        assert "worker" not in results[b"root"].workers
+        assert "worker2" in results[b"root"].workers
+        response.to_dict()  # and the response itself still serialises
+
+
+def test_huge_results_are_dropped_with_an_error(make_stoq):
+    stoq = make_stoq(max_result_size=1000)
+    worker = stoq.load_plugin("worker")
+    for huge in ({"text": "x" * 2000}, {"nested": [{"blob": b"y" * 2000}]}):
+        worker.results = huge
+        response, results = scan(stoq, start=["worker"])
+        [error] = errors_of(response, "worker")
+        assert "too large" in error
+        assert results[b"root"].workers == {}
+
+
+def test_bytes_sets_and_datetimes_are_acceptable_results(make_stoq):
+    import datetime
+
+    stoq = make_stoq()
+    worker = stoq.load_plugin("worker")
+    worker.results = {
+        "raw": b"\x00MZ",
+        "tags": {"a"},
+        "when": datetime.date(2026, 1, 1),
+        "n": [1, (2, 3)],
+    }
+    response, results = scan(stoq, start=["worker"])
+    assert response.errors == []
+    assert results[b"root"].workers["worker"]["raw"] == b"\x00MZ"
