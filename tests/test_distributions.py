@@ -84,19 +84,6 @@ SMOKES = {
     ),
 }
 
-SCAN_SCRIPT = textwrap.dedent(
-    """
-    import asyncio, sys
-    import stoq_core
-    name, path, base_dir = sys.argv[1:4]
-    stoq = stoq_core.Stoq(always_dispatch=[name], log_dir=None, base_dir=base_dir)
-    with open(path, "rb") as handle:
-        response = asyncio.run(stoq.scan(handle.read()))
-    print(stoq_core.__file__)
-    print(str(response).replace("\\n", " "))
-    """
-)
-
 LOAD_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -127,13 +114,16 @@ class Installed:
     workdir: Path
 
 
-def _run(args: list[Any], timeout: int, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[Any], timeout: int, cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command bounded by ``timeout``, isolated from this checkout and this interpreter's
     environment, and fail the test with its output if it fails."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
     }
     env["PYTHONNOUSERSITE"] = "1"
+    env.update(extra_env or {})
     try:
         result = subprocess.run(
             [str(a) for a in args],
@@ -253,16 +243,22 @@ def test_each_plugin_works_from_its_installed_wheel(installed: Installed, packag
             )
             core_file, _ = result.stdout.splitlines()[-2:]
         else:
+            # What a user runs: the installed console script, in a directory of its own.
             sample = installed.workdir / f"{name}.sample"
             sample.write_bytes(smoke.content)
             result = _run(
-                [installed.python, "-c", SCAN_SCRIPT, name, sample, installed.workdir],
+                [installed.venv / "bin" / "stoq", "scan", sample, "-a", name, "--compact"],
                 SMOKE_TIMEOUT,
                 installed.workdir,
+                {"STOQ_HOME": str(installed.workdir / "home")},
             )
-            core_file, response_json = result.stdout.splitlines()[-2:]
-            response = json.loads(response_json)
+            response = json.loads(result.stdout)
             assert response["errors"] == [], f"{name}: {response['errors']}"
-            assert smoke.check(response), f"{name}: unexpected response {response_json[:2000]}"
+            assert smoke.check(response), f"{name}: unexpected response {result.stdout[:2000]}"
+            core_file = _run(
+                [installed.python, "-c", "import stoq_core; print(stoq_core.__file__)"],
+                SMOKE_TIMEOUT,
+                installed.workdir,
+            ).stdout.strip()
         # The plugin ran against the installed core wheel, not this checkout's source.
         assert Path(core_file).resolve().is_relative_to(installed.venv.resolve())
