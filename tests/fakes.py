@@ -352,3 +352,25 @@ class TrackedProvider:
         await queue.put(
             QueueItem({"archiver": {"key": "no-such-key"}}, None, self._done("missing"))
         )
+
+
+class Rendezvous:
+    """A worker that returns only once ``parties`` scans are inside it at the same time.
+
+    Run one scan at a time and it times out: proof that scans (or calls) really overlap.
+    """
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.parties = config.getint("options", "parties", fallback=2)
+        self.inside = 0
+        self.everyone: asyncio.Event | None = None
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        if self.everyone is None:
+            self.everyone = asyncio.Event()
+        self.inside += 1
+        if self.inside >= self.parties:
+            self.everyone.set()
+        await asyncio.wait_for(self.everyone.wait(), 5)
+        return WorkerResponse({"met": self.inside})

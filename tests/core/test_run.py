@@ -160,3 +160,17 @@ def test_a_queue_item_learns_how_its_scan_ended(make_stoq, install_plugins):
     assert missing[0] == []
     assert "cannot load" in missing[1][0].error
     assert missing[1][0].plugin_name == "archiver"
+
+
+def test_provider_consumers_scan_queued_payloads_concurrently(make_stoq, install_plugins):
+    install_plugins({"rendezvous": "fakes:Rendezvous"})
+    stoq = make_stoq(
+        providers=["provider"],
+        connectors=["connector"],
+        always_dispatch=["rendezvous"],
+        provider_consumers=3,
+        plugin_opts={"provider": {"items": ["a", "b", "c"]}, "rendezvous": {"parties": 3}},
+    )
+    asyncio.run(stoq.run())
+    # Each scan waited for the other two: with fewer consumers than 3 they would time out.
+    assert [r.errors for r in SAVED["connector"]] == [[], [], []]
