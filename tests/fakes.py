@@ -374,3 +374,14 @@ class Rendezvous:
             self.everyone.set()
         await asyncio.wait_for(self.everyone.wait(), 5)
         return WorkerResponse({"met": self.inside})
+
+
+class PayloadOnly:
+    """A worker whose scan takes only the payload (no request)."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan(self, payload: Payload) -> WorkerResponse:
+        return WorkerResponse({"size": payload.results.size})

@@ -276,16 +276,19 @@ class PluginManager:
         loaded = LoadedPlugin(
             name=name,
             obj=obj,
-            hooks=hooks,
-            is_async={hook: inspect.iscoroutinefunction(fn) for hook, fn in hooks.items()},
+            hooks={hook: function for hook, (function, _) in hooks.items()},
+            is_async={hook: is_async for hook, (_, is_async) in hooks.items()},
             required_workers=frozenset(required),
             timeout=_timeout_option(name, config),
         )
         self.loaded[name] = loaded
         return loaded
 
-    def _implementations(self, obj: Any, name: str, origin: str) -> dict[str, Callable[..., Any]]:
-        hooks: dict[str, Callable[..., Any]] = {}
+    def _implementations(
+        self, obj: Any, name: str, origin: str
+    ) -> dict[str, tuple[Callable[..., Any], bool]]:
+        """Each hook ``obj`` implements: the callable the engine calls, and whether it is async."""
+        hooks: dict[str, tuple[Callable[..., Any], bool]] = {}
         for caller in self.pm.get_hookcallers(obj) or ():
             if caller.spec is None:
                 raise StoqPluginException(
@@ -294,7 +297,10 @@ class PluginManager:
                 )
             for impl in caller.get_hookimpls():
                 if impl.plugin is obj:
-                    hooks[caller.name] = impl.function
+                    hooks[caller.name] = (
+                        _taking(impl.function, impl.argnames, caller.spec.argnames),
+                        inspect.iscoroutinefunction(impl.function),
+                    )
         if not hooks:
             raise StoqPluginException(
                 f"plugin {name!r} from {origin} implements none of the stoQ hooks "
@@ -322,6 +328,20 @@ class PluginManager:
             f"plugin name {name!r} is claimed by more than one distribution: {claims}; "
             "uninstall one of them"
         )
+
+
+def _taking(
+    function: Callable[..., Any], wanted: tuple[str, ...], offered: tuple[str, ...]
+) -> Callable[..., Any]:
+    """``function``, called with the hook's arguments it names (pluggy lets it take fewer)."""
+    if wanted == offered:
+        return function
+    positions = [offered.index(name) for name in wanted]
+
+    def adapter(*args: Any) -> Any:
+        return function(*(args[i] for i in positions))
+
+    return adapter
 
 
 def _timeout_option(name: str, config: StoqConfigParser) -> Optional[float]:

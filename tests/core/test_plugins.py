@@ -283,3 +283,11 @@ def test_a_v3_base_class_method_named_like_another_roles_hook_is_not_registered(
     stoq = make_stoq()
     assert stoq.plugins.load("fetching").hooks.keys() == {"scan"}
     assert make_stoq().list_plugins()["fetching"].hooks == ["scan"]
+
+
+def test_a_hookimpl_may_take_fewer_arguments_than_the_hook(make_stoq, install_plugins):
+    """pluggy lets an implementation name a subset of the hook's arguments; so does the engine."""
+    install_plugins({"payload_only": "fakes:PayloadOnly"})
+    stoq = make_stoq()
+    _, results = scan(stoq, content=b"abc", start=["payload_only"])
+    assert results[b"abc"].workers["payload_only"] == {"size": 3}
