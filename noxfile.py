@@ -78,3 +78,13 @@ def bench(session: nox.Session) -> None:
     ensure_redis_server(session)
     install(session, ".", *(f"./packages/{name}" for name in PACKAGES))
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheels and sdists into dist/, twine-checked, installed in a fresh venv and smoke-tested.
+
+    ``nox -s build -- stoq-plugin-yara`` builds that package and the core (see RELEASING.md).
+    """
+    install(session, "build>=1", "hatchling>=1.18", "twine>=5", "packaging>=23")
+    session.run("python", "tools/release.py", "build", *session.posargs)

@@ -1,7 +1,7 @@
 """stoQ's benchmark suite: the framework beside a bare baseline doing the same work, in one run.
 
     nox -s bench                 # everything, writes bench/latest.md
-    python bench/run.py small    # one section (small, scaling, large, recursion, directory, cli)
+    python bench/run.py small    # one section (small, scaling, large, recursion, directory, cli, redis)
 
 Each measurement runs in its own subprocess (so peak RSS is that measurement's alone), repeats
 a few times, and reports the median. Nothing here asserts a speed: it prints figures.
@@ -331,6 +331,36 @@ def bench_cli() -> list[str]:
         ]
 
 
+# -- 6. Redis Streams ---------------------------------------------------------------------------
+
+
+def bench_redis() -> list[str]:
+    """20,000 small payloads through ``-P redis -C redis -a hash``: 1, then 2 worker processes.
+
+    The measuring is ``packages/stoq-plugin-redis/bench_redis.py`` (its own redis-server; the
+    worker counts interleaved, medians of REPEATS runs); this turns its figures into rows.
+    """
+    script = HERE.parent / "packages" / "stoq-plugin-redis" / "bench_redis.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--json", "--repeats", str(REPEATS)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_redis.py failed:\n{done.stderr[-3000:]}")
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    return [
+        "| Redis Streams: 20,000 x 256 B, `stoq run -P redis -C redis -a hash`, 1 worker process | "
+        f"{r['rate_1']:,.0f} payloads/s | {r['no_redis_rate']:,.0f}/s the same scans without Redis | "
+        f"CPU per payload: worker {r['worker_cpu_us_1']:.0f} us, redis-server "
+        f"{r['redis_cpu_us_1']:.0f} us |",
+        "| Redis Streams: the same, 2 worker processes (2 cores, shared with redis-server) | "
+        f"{r['rate_2']:,.0f} payloads/s | {r['cpu_scaling']:.2f}x: 2 processes of a Python loop "
+        f"vs 1 | {r['ratio']:.2f}x 1 process; CPU-bound ceiling {r['ceiling']:.2f}x |",
+    ]
+
+
 SECTIONS: dict[str, Callable[[], list[str]]] = {
     "small": bench_small,
     "scaling": bench_scaling,
@@ -338,6 +368,7 @@ SECTIONS: dict[str, Callable[[], list[str]]] = {
     "recursion": bench_recursion,
     "directory": bench_directory,
     "cli": bench_cli,
+    "redis": bench_redis,
 }
 
 

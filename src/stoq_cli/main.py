@@ -111,6 +111,14 @@ Stopping
   for SIGTERM) after a line of counts on stderr. A second Ctrl-C aborts the
   scans in flight.
 
+\b
+Several processes
+  --consumers N starts N 'stoq run' processes with the same options, to use N
+  cores. Each runs its own providers, so use it with a provider that shares
+  its work out, such as -P redis (with filedir, each would scan every file).
+  Their responses are printed whole lines at a time; Ctrl-C and SIGTERM are
+  passed on to each; the exit status is the worst of theirs.
+
 {_OPTIONS_NOTE}
 \b
 Examples
@@ -119,6 +127,7 @@ Examples
   stoq run -P filedir -C filedir -a hash,yara \\
       --plugin-opts filedir:source_dir=/tmp/monitor \\
       --plugin-opts filedir:results_dir=/tmp/results
+  stoq run -P redis -C redis -a hash --consumers 4
 
 {_FILES_NOTE}"""
 
@@ -295,12 +304,129 @@ def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **e
 
 @cli.command(cls=StoqCommand, epilog=_RUN_EPILOG, context_settings=_CONTEXT)
 @engine_options(providers=True)
-def run(**engine: Any) -> int:
+@click.option(
+    "--consumers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run N worker processes with these options (for a shared queue such as -P redis).",
+)
+def run(consumers: int, **engine: Any) -> int:
     """Scan what provider plugins queue until they finish (or Ctrl-C)."""
     from stoq_cli._engine import EngineOptions
     from stoq_cli._run import run_command
 
+    if consumers > 1:
+        from stoq_cli._consumers import consumers_command
+
+        return consumers_command(EngineOptions(**engine), consumers)
     return run_command(EngineOptions(**engine))
+
+
+_REDIS_NOTE = """\
+\b
+Redis
+  These commands need the stoq-plugin-redis package. Redis is at --url, else
+  at 'url' in the [redis] section of $STOQ_HOME/stoq.cfg (where the workers'
+  -P redis / -C redis options live too: stream, results_stream, key_prefix,
+  dead_letter_stream), else redis://127.0.0.1:6379/0. The password: 'password'
+  in that section, else the url's, else $STOQ_REDIS_PASSWORD, else
+  $REDIS_PASSWORD.
+"""
+
+
+@cli.command(
+    context_settings=_CONTEXT,
+    epilog=f"""\
+Each FILE is one task; a DIRECTORY is walked recursively (symbolic links are
+not followed) and each regular file under it is a task. Payloads up to 1 MiB
+travel in the task message; larger ones are stored in Redis first. Workers
+('stoq run -P redis -C redis ...', on any machine) scan them.
+
+\b
+Output
+  stderr: how many tasks were submitted. stdout, without --wait: the task ids,
+  one per line. With --wait: each task's result as one JSON line, as soon as
+  it is saved (needs workers with -C redis, which records results by task);
+  a task dead-lettered instead is reported on stderr.
+
+\b
+Exit status
+  0 submitted (with --wait: every result saved without errors); 1 with --wait,
+  a result holds errors, a task was dead-lettered or --timeout passed; 2 bad
+  input (a missing file, a bad url, Redis unreachable, the package missing).
+
+{_REDIS_NOTE}
+\b
+Examples
+  stoq submit samples/                          queue every file under samples/
+  stoq submit bad.exe --wait > result.jsonl     queue one, print its result
+  stoq submit samples/ --wait --timeout 600 --url redis://queue:6379/0
+""",
+)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option(
+    "--stream", metavar="NAME", help="The task stream [default: stoq.cfg, else stoq:tasks]."
+)
+@click.option("--url", metavar="URL", help="Where Redis is [default: stoq.cfg, else localhost].")
+@click.option("--wait", is_flag=True, help="Print each result as a JSON line once it is saved.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up after SECONDS (exit 1) [default: wait as long as it takes].",
+)
+def submit(
+    paths: tuple[str, ...],
+    stream: Optional[str],
+    url: Optional[str],
+    wait: bool,
+    timeout: Optional[float],
+) -> int:
+    """Queue files in Redis for 'stoq run -P redis' workers to scan."""
+    from stoq_cli._engine import StoqHome
+    from stoq_cli._redis import RedisTarget, submit_command
+
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout needs --wait")
+    target = RedisTarget.resolve(StoqHome.from_environment(), url=url, stream=stream)
+    return submit_command(paths, target, wait, timeout)
+
+
+@cli.command(
+    context_settings=_CONTEXT,
+    epilog=f"""\
+Each result (a stoQ response) is printed as one JSON line, oldest first: every
+result in the results stream, or with --follow, those saved from now on (and
+with --from-start, every stored one first), until Ctrl-C.
+
+{_REDIS_NOTE}
+\b
+Examples
+  stoq results > all.jsonl
+  stoq results --follow | jq -c '.results[0].workers.hash'
+""",
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing results as they are saved.")
+@click.option("--from-start", is_flag=True, help="With --follow: print the stored ones first.")
+@click.option(
+    "--results-stream",
+    metavar="NAME",
+    help="The results stream [default: stoq.cfg, else stoq:results].",
+)
+@click.option("--url", metavar="URL", help="Where Redis is [default: stoq.cfg, else localhost].")
+def results(
+    follow: bool, from_start: bool, results_stream: Optional[str], url: Optional[str]
+) -> int:
+    """Print the results saved in Redis by 'stoq run ... -C redis' as JSON lines."""
+    from stoq_cli._engine import StoqHome
+    from stoq_cli._redis import RedisTarget, results_command
+
+    target = RedisTarget.resolve(
+        StoqHome.from_environment(), url=url, results_stream=results_stream
+    )
+    return results_command(target, follow, from_start)
 
 
 @cli.command(
@@ -383,6 +509,12 @@ def install(specs: tuple[str, ...], upgrade: bool) -> int:
     from stoq_cli._install import install_command
 
     return install_command(specs, upgrade)
+
+
+# 'stoq plugin new|check', for plugin authors; imported here, beside its registration.
+from stoq_cli._plugin_cmd import plugin_group  # noqa: E402
+
+cli.add_command(plugin_group)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:

@@ -16,6 +16,9 @@ from stoq_core._manager import refresh_entry_points
 
 TESTS = Path(__file__).parent
 
+# stoQ's fixtures for plugin tests: stoq_with, and the helpers of stoq_core.testing.
+pytest_plugins = ["stoq_core.testing"]
+
 
 def write_distribution(site: Path, dist: str, entry_points: dict[str, str]) -> Path:
     """Write an installed distribution's ``.dist-info`` under ``site``, as pip would."""
@@ -44,13 +47,14 @@ def echo_worker(tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.fixture
-def make_stoq(tmp_path: Path) -> Callable[..., Stoq]:
-    """``make_stoq(filedir={...options}, connectors=[...])``: a Stoq isolated in tmp_path."""
+def make_stoq(stoq_with: Callable[..., Stoq]) -> Callable[..., Stoq]:
+    """``make_stoq(filedir={...options}, connectors=[...])``: ``stoq_with`` for filedir.
+
+    The Stoq is isolated in tmp_path and has filedir loaded through its entry point.
+    """
 
     def make(filedir: dict[str, Any] | None = None, **kwargs: Any) -> Stoq:
-        return Stoq(
-            log_dir=None, base_dir=str(tmp_path), plugin_opts={"filedir": filedir or {}}, **kwargs
-        )
+        return stoq_with("filedir", options=filedir or {}, **kwargs)
 
     return make
 

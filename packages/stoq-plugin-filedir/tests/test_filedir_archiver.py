@@ -11,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stoq_core import (
-    ArchiverResponse,
-    Payload,
-    PayloadMeta,
-    Request,
-    Stoq,
-    StoqPluginException,
-)
+from stoq_core import ArchiverResponse, Payload, Request, Stoq, StoqPluginException
+from stoq_core.testing import call_hook, make_payload, scan_sync
 
-TRAVERSAL = PayloadMeta(extra_data={"filename": "../../etc/passwd", "path": "/etc/passwd"})
+TRAVERSAL = {"filename": "../../etc/passwd", "path": "/etc/passwd"}
 
 
 def files_under(directory: Path) -> list[str]:
@@ -50,7 +44,7 @@ def test_a_payload_is_saved_under_a_five_level_sha1_fan_out(
     content = b"archive me"
     sha1 = hashlib.sha1(content).hexdigest()
 
-    response = asyncio.run(archiving().scan(content))
+    response = scan_sync(archiving(), content)
 
     expected = archive_dir / sha1[0] / sha1[1] / sha1[2] / sha1[3] / sha1[4] / sha1
     assert response.results[0].archivers["filedir"] == {"path": str(expected)}
@@ -60,7 +54,7 @@ def test_a_payload_is_saved_under_a_five_level_sha1_fan_out(
 def test_use_sha_false_names_the_file_by_payload_id(
     archiving: Callable[..., Stoq], archive_dir: Path
 ) -> None:
-    response = asyncio.run(archiving(use_sha=False).scan(b"by id"))
+    response = scan_sync(archiving(use_sha=False), b"by id")
 
     payload_id = response.results[0].payload_id
     assert response.results[0].archivers["filedir"] == {"path": str(archive_dir / payload_id)}
@@ -70,10 +64,12 @@ def test_use_sha_false_names_the_file_by_payload_id(
 def test_archived_bytes_come_back_through_get(archiving: Callable[..., Stoq]) -> None:
     stoq = archiving()
     content = bytes(range(256)) * 4
-    task = asyncio.run(stoq.scan(content)).results[0].archivers["filedir"]
+    task = scan_sync(stoq, content).results[0].archivers["filedir"]
 
-    payload = asyncio.run(stoq.load_plugin("filedir").get(ArchiverResponse(task)))
+    outcome = call_hook(stoq, "filedir", "get", ArchiverResponse(task))
 
+    assert outcome.errors == []
+    payload = outcome.value
     assert payload.content == content
     assert payload.results.payload_meta.extra_data == {"path": task["path"]}
 
@@ -93,7 +89,7 @@ def test_the_same_bytes_are_archived_once(
 def test_a_payload_s_filename_never_decides_where_it_is_written(
     archiving: Callable[..., Stoq], archive_dir: Path, tmp_path: Path, use_sha: bool
 ) -> None:
-    response = asyncio.run(archiving(use_sha=use_sha).scan(b"evil", TRAVERSAL))
+    response = scan_sync(archiving(use_sha=use_sha), make_payload(b"evil", **TRAVERSAL))
 
     path = Path(response.results[0].archivers["filedir"]["path"])
     assert archive_dir in path.parents
@@ -155,20 +151,23 @@ def test_get_takes_a_relative_path_from_archive_dir(
 ) -> None:
     (archive_dir / "a").mkdir(parents=True)
     (archive_dir / "a" / "sample").write_bytes(b"relative")
-    archiver = archiving().load_plugin("filedir")
+    task = ArchiverResponse({"path": os.path.join("a", "sample")})
 
-    payload = asyncio.run(archiver.get(ArchiverResponse({"path": os.path.join("a", "sample")})))
+    outcome = call_hook(archiving(), "filedir", "get", task)
 
-    assert payload.content == b"relative"
+    assert outcome.errors == []
+    assert outcome.value.content == b"relative"
 
 
 def test_get_of_a_missing_file_is_a_clear_error(
     archiving: Callable[..., Stoq], archive_dir: Path
 ) -> None:
-    archiver = archiving().load_plugin("filedir")
+    outcome = call_hook(archiving(), "filedir", "get", ArchiverResponse({"path": "nope"}))
 
-    with pytest.raises(StoqPluginException, match="cannot load 'nope' from the archive"):
-        asyncio.run(archiver.get(ArchiverResponse({"path": "nope"})))
+    assert outcome.value is None
+    [error] = outcome.errors
+    assert error.plugin_name == "filedir"
+    assert error.error.startswith("get failed: StoqPluginException: cannot load 'nope' from the")
 
 
 @pytest.mark.parametrize("results", [None, {}, {"path": 3}, "path"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stoq_core import Request, Stoq, StoqPluginException, StoqResponse
+from stoq_core.testing import call_hook, scan_sync
 
 
 def files_under(directory: Path) -> list[str]:
@@ -24,8 +25,8 @@ def test_each_response_is_written_to_a_file_named_by_its_scan_id(
     results = tmp_path / "out"
     stoq = make_stoq({"results_dir": str(results)}, connectors=["filedir"])
 
-    first = asyncio.run(stoq.scan(b"one"))
-    second = asyncio.run(stoq.scan(b"two"))
+    first = scan_sync(stoq, b"one")
+    second = scan_sync(stoq, b"two")
 
     assert files_under(results) == sorted([first.scan_id, second.scan_id])
     assert json.loads((results / first.scan_id).read_text()) == json.loads(str(first))
@@ -65,8 +66,9 @@ def test_date_mode_files_results_under_the_response_s_date(
     )
     response = StoqResponse(Request(), time="2021-03-04T05:06:07", scan_id="dated")
 
-    asyncio.run(stoq.load_plugin("filedir").save(response))
+    outcome = call_hook(stoq, "filedir", "save", response)
 
+    assert outcome.errors == []
     assert files_under(tmp_path / "out") == [os.path.join("2021", "03", "04", "dated")]
 
 

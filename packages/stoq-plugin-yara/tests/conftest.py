@@ -16,6 +16,9 @@ from stoq_core._manager import refresh_entry_points
 
 TESTS = Path(__file__).parent
 
+# stoQ's fixtures for plugin tests: stoq_with, and the helpers of stoq_core.testing.
+pytest_plugins = ["stoq_core.testing"]
+
 #: The workers in yara_testplugins.py, by the plugin name they are published under.
 TEST_WORKERS = {
     "probe": "yara_testplugins:ProbeWorker",
@@ -62,12 +65,13 @@ def write_rules(tmp_path: Path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def make_stoq(tmp_path: Path) -> Callable[..., Stoq]:
-    """``make_stoq(yara={...options}, always_dispatch=[...])``: a Stoq isolated in tmp_path."""
+def make_stoq(stoq_with: Callable[..., Stoq]) -> Callable[..., Stoq]:
+    """``make_stoq(yara={...options}, always_dispatch=[...])``: ``stoq_with`` for yara.
+
+    The Stoq is isolated in tmp_path and has yara loaded through its entry point.
+    """
 
     def make(yara: dict[str, Any] | None = None, **kwargs: Any) -> Stoq:
-        return Stoq(
-            log_dir=None, base_dir=str(tmp_path), plugin_opts={"yara": yara or {}}, **kwargs
-        )
+        return stoq_with("yara", options=yara or {}, **kwargs)
 
     return make

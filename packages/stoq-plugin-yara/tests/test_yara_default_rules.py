@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import bz2
 import gzip
 import io
@@ -14,7 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from stoq_core import Payload, Request, Stoq
+from stoq_core import Stoq
+from stoq_core.testing import call_hook, make_payload, scan_sync
 
 
 def pe() -> bytes:
@@ -75,7 +75,7 @@ def stoq(make_stoq: Callable[..., Stoq]) -> Stoq:
 
 
 def rules_hit(stoq: Stoq, content: bytes) -> set[str]:
-    response = asyncio.run(stoq.scan(content))
+    response = scan_sync(stoq, content)
     return {m["rule"] for m in response.results[0].workers["yara"]["matches"]}
 
 
@@ -103,19 +103,21 @@ def test_plain_text_matches_no_default_rule(stoq: Stoq) -> None:
 def test_the_default_dispatcher_rules_send_archives_to_decompress(
     make_stoq: Callable[..., Stoq], rule: str
 ) -> None:
-    dispatcher = make_stoq(dispatchers=["yara"]).load_plugin("yara")
+    stoq = make_stoq(dispatchers=["yara"])
 
-    response = asyncio.run(dispatcher.get_dispatches(Payload(SAMPLES[rule]), Request()))
+    outcome = call_hook(stoq, "yara", "get_dispatches", make_payload(SAMPLES[rule]))
 
-    assert response.plugin_names == ["decompress"]
-    assert list(response.meta) == [rule]
+    assert outcome.errors == []
+    assert outcome.value.plugin_names == ["decompress"]
+    assert list(outcome.value.meta) == [rule]
 
 
 def test_the_default_dispatcher_rules_leave_an_executable_alone(
     make_stoq: Callable[..., Stoq],
 ) -> None:
-    dispatcher = make_stoq(dispatchers=["yara"]).load_plugin("yara")
+    stoq = make_stoq(dispatchers=["yara"])
 
-    response = asyncio.run(dispatcher.get_dispatches(Payload(pe()), Request()))
+    outcome = call_hook(stoq, "yara", "get_dispatches", make_payload(pe()))
 
-    assert response.plugin_names == []
+    assert outcome.errors == []
+    assert outcome.value.plugin_names == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import yara
 
 from stoq_core import Stoq, StoqPluginException
+from stoq_core.testing import scan_sync
 
 BROKEN = """rule fine { condition: true }
 
@@ -21,7 +21,7 @@ rule broken
 
 
 def matched(stoq: Stoq, content: bytes) -> list[tuple[str, str]]:
-    response = asyncio.run(stoq.scan(content))
+    response = scan_sync(stoq, content)
     assert response.errors == []
     return [(m["namespace"], m["rule"]) for m in response.results[0].workers["yara"]["matches"]]
 

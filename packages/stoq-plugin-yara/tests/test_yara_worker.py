@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stoq_core import Payload, Request, Stoq
+from stoq_core.testing import scan_sync
 
 GREETING = """
 rule greeting : friendly test
@@ -25,7 +26,7 @@ rule greeting : friendly test
 
 
 def worker_result(stoq: Stoq, content: bytes) -> Any:
-    response = asyncio.run(stoq.scan(content))
+    response = scan_sync(stoq, content)
     assert response.errors == []
     return response.results[0].workers["yara"]
 
@@ -63,7 +64,7 @@ def test_matched_bytes_are_text_in_the_json(
         {"worker_rules": write_rules("greeting.yar", GREETING)}, always_dispatch=["yara"]
     )
 
-    response = asyncio.run(stoq.scan(b"hello world"))
+    response = scan_sync(stoq, b"hello world")
 
     match = json.loads(str(response))["results"][0]["workers"]["yara"]["matches"][0]
     assert match["strings"] == [[0, "$hello", "hello"], [6, "$world", "world"]]
@@ -145,7 +146,7 @@ def test_a_timeout_in_a_scan_is_an_error_and_the_scan_goes_on(
         {"worker_rules": write_rules("slow.yar", SLOW), "timeout": 1}, always_dispatch=["yara"]
     )
 
-    response = asyncio.run(stoq.scan(b"a" * 1000))
+    response = scan_sync(stoq, b"a" * 1000)
 
     assert "yara" not in response.results[0].workers
     assert response.results[0].plugins_run["workers"] == ["yara"]
@@ -168,7 +169,7 @@ def test_empty_worker_rules_disables_the_worker_with_an_error(
 ) -> None:
     stoq = make_stoq({"worker_rules": ""}, always_dispatch=["yara"])
 
-    response = asyncio.run(stoq.scan(b"MZ"))
+    response = scan_sync(stoq, b"MZ")
 
     assert "yara" not in response.results[0].workers
     assert len(response.errors) == 1

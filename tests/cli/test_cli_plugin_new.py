@@ -1,0 +1,390 @@
+"""``stoq plugin new``: a new plugin distribution that installs, passes its own tests and scans.
+
+The quick tests run the generated tests in a child process that sees the generated package on
+``PYTHONPATH`` and its entry point through a ``.dist-info`` beside it (what pip would write).
+The slow test does what an author does: build, install into a fresh venv with the core built
+from this checkout, run the plugin's tests there, and ``stoq scan`` with it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+from cli_support import StoqRunner
+
+import stoq_core
+from stoq_core.hookspecs import HOOK_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+MAJOR = int(stoq_core.__version__.split(".")[0])
+
+RUN_TIMEOUT = 120
+
+
+def _project(stoq: StoqRunner, name: str) -> Path:
+    return stoq.cwd / f"stoq-plugin-{name.replace('_', '-')}"
+
+
+def _new(stoq: StoqRunner, name: str, *args: str) -> Path:
+    done = stoq("plugin", "new", name, *args)
+    assert done.code == 0, done.err
+    return _project(stoq, name)
+
+
+def _pyproject(project: Path) -> dict[str, Any]:
+    with open(project / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)
+
+
+def _clean_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "STOQ_HOME", "STOQ_DEBUG")
+    }
+    env["PYTHONNOUSERSITE"] = "1"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _publish(project: Path, site: Path) -> None:
+    """Write the project's ``.dist-info`` (entry points included) under ``site``, as pip would."""
+    meta = _pyproject(project)["project"]
+    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+    )
+    points = meta["entry-points"]["stoq.plugins"]
+    lines = "".join(f"{name} = {target}\n" for name, target in points.items())
+    (info / "entry_points.txt").write_text(f"[stoq.plugins]\n{lines}")
+
+
+def _run_generated_tests(project: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    site = tmp_path / f"site-{project.name}"
+    _publish(project, site)
+    env = _clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(project / "src")])
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# -- what is written -----------------------------------------------------------------------
+
+
+def test_new_writes_a_hatchling_project_with_the_entry_point_and_this_cores_range(
+    stoq: StoqRunner,
+) -> None:
+    project = _new(stoq, "nulcount")
+
+    meta = _pyproject(project)
+    assert meta["build-system"]["build-backend"] == "hatchling.build"
+    assert meta["project"]["name"] == "stoq-plugin-nulcount"
+    assert meta["project"]["dependencies"] == [f"stoq-core>={MAJOR},<{MAJOR + 1}"]
+    assert meta["project"]["entry-points"]["stoq.plugins"] == {
+        "nulcount": "stoq_plugin_nulcount.plugin:NulcountPlugin"
+    }
+    assert meta["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
+        "src/stoq_plugin_nulcount"
+    ]
+
+
+def test_new_writes_the_package_tests_readme_and_py_typed(stoq: StoqRunner) -> None:
+    project = _new(stoq, "nulcount")
+
+    package = project / "src" / "stoq_plugin_nulcount"
+    assert (package / "py.typed").is_file()
+    assert "NulcountPlugin" in (package / "__init__.py").read_text()
+    assert 'pytest_plugins = ["stoq_core.testing"]' in (project / "tests/conftest.py").read_text()
+    assert (project / "tests" / "test_plugin.py").is_file()
+    readme = (project / "README.md").read_text()
+    assert readme.startswith("# stoq-plugin-nulcount\n")
+    assert "stoq scan FILE -s nulcount" in readme
+
+
+def test_new_without_hooks_writes_a_worker(stoq: StoqRunner) -> None:
+    project = _new(stoq, "nulcount")
+
+    plugin = (project / "src" / "stoq_plugin_nulcount" / "plugin.py").read_text()
+    defined = re.findall(r"^    (?:async )?def (\w+)\(", plugin, re.MULTILINE)
+    assert defined == ["__init__", "scan"]
+
+
+def test_new_writes_an_async_hookimpl_example_reading_an_option(stoq: StoqRunner) -> None:
+    project = _new(stoq, "nulcount", "--hooks", "scan")
+
+    plugin = (project / "src" / "stoq_plugin_nulcount" / "plugin.py").read_text()
+    assert "    @hookimpl\n    async def scan(self, payload: Payload, request: Request)" in plugin
+    assert 'config.getint("options", "preview_bytes", fallback=16)' in plugin
+
+
+def test_new_writes_one_example_per_chosen_hook_in_scan_order(stoq: StoqRunner) -> None:
+    project = _new(stoq, "both", "--hooks", "save,scan", "--hooks", "get_dispatches")
+
+    plugin = (project / "src" / "stoq_plugin_both" / "plugin.py").read_text()
+    marked = re.findall(r"@hookimpl\n    (?:async )?def (\w+)\(", plugin)
+    assert marked == ["get_dispatches", "scan", "save"]
+
+
+def test_new_maps_a_hyphenated_name_to_its_distribution_and_package(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "pe-info")
+
+    assert done.code == 0, done.err
+    project = stoq.cwd / "stoq-plugin-pe-info"
+    assert (project / "src" / "stoq_plugin_pe_info" / "plugin.py").is_file()
+    points = _pyproject(project)["project"]["entry-points"]["stoq.plugins"]
+    assert points == {"pe-info": "stoq_plugin_pe_info.plugin:PeInfoPlugin"}
+
+
+def test_new_takes_the_distribution_name_for_the_plugin_name(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "stoq-plugin-pe_info")
+
+    assert done.code == 0, done.err
+    points = _pyproject(stoq.cwd / "stoq-plugin-pe-info")["project"]["entry-points"]
+    assert list(points["stoq.plugins"]) == ["pe_info"]
+
+
+def test_new_writes_into_the_dir_option_creating_it(stoq: StoqRunner, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "deeper"
+
+    done = stoq("plugin", "new", "nulcount", "--dir", str(target))
+
+    assert done.code == 0, done.err
+    assert (target / "stoq-plugin-nulcount" / "pyproject.toml").is_file()
+    assert str(target / "stoq-plugin-nulcount") in done.out
+    assert not list(stoq.cwd.iterdir())
+
+
+def test_new_leaves_no_staging_directory_behind(stoq: StoqRunner) -> None:
+    _new(stoq, "nulcount")
+
+    assert [p.name for p in stoq.cwd.iterdir()] == ["stoq-plugin-nulcount"]
+
+
+def test_the_scaffold_knows_every_hook_in_the_cores_order() -> None:
+    from stoq_cli._scaffold import HOOK_ORDER
+
+    assert HOOK_ORDER == HOOK_NAMES
+
+
+def test_the_help_of_new_lists_every_hook(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "--help")
+
+    assert done.code == 0
+    assert ", ".join(HOOK_NAMES) in done.out
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Bad", "has space", "9lives", "a__b", "trailing-", "é", ""])
+def test_new_refuses_an_invalid_name_in_one_line(stoq: StoqRunner, name: str) -> None:
+    done = stoq("plugin", "new", name)
+
+    assert done.code == 2
+    assert done.err.startswith("stoq: error: plugin name")
+    assert len(done.err.strip().splitlines()) == 1
+    assert not list(stoq.cwd.iterdir())
+
+
+def test_new_suggests_the_lowercase_name(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "PeInfo")
+
+    assert done.code == 2
+    assert "did you mean 'peinfo'?" in done.err
+
+
+def test_new_refuses_an_unknown_hook_listing_the_valid_ones(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "nulcount", "--hooks", "scan,scann")
+
+    assert done.code == 2
+    [line] = done.err.strip().splitlines()
+    assert line.startswith("stoq: error: unknown hook 'scann'; did you mean 'scan'?")
+    for hook in HOOK_NAMES:
+        assert hook in line
+    assert not list(stoq.cwd.iterdir())
+
+
+def test_new_refuses_an_existing_directory_and_leaves_it_alone(stoq: StoqRunner) -> None:
+    existing = stoq.cwd / "stoq-plugin-nulcount"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("keep")
+
+    done = stoq("plugin", "new", "nulcount")
+
+    assert done.code == 2
+    [line] = done.err.strip().splitlines()
+    assert line.startswith("stoq: error: ") and "already exists" in line
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+    assert [p.name for p in stoq.cwd.iterdir()] == ["stoq-plugin-nulcount"]
+
+
+def test_new_refuses_a_dir_option_that_is_a_file(stoq: StoqRunner) -> None:
+    (stoq.cwd / "afile").write_text("x")
+
+    done = stoq("plugin", "new", "nulcount", "--dir", "afile")
+
+    assert done.code == 2
+    assert done.err.startswith("stoq: error: ")
+    assert len(done.err.strip().splitlines()) == 1
+
+
+# -- the generated tests pass ------------------------------------------------------------------
+
+
+def test_the_generated_tests_of_a_plugin_with_every_hook_pass(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    project = _new(stoq, "everything", "--hooks", "all")
+
+    result = _run_generated_tests(project, tmp_path)
+
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # One test per hook at least, plus the entry-point test.
+    passed = int(re.search(r"(\d+) passed", result.stdout).group(1))  # type: ignore[union-attr]
+    assert passed >= len(HOOK_NAMES) + 1
+
+
+# A child pytest per plugin costs seconds; the plugin with every hook covers the examples
+# in the quick run, and the ruff test each one-hook module's imports.
+@pytest.mark.slow
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+def test_the_generated_tests_of_a_plugin_with_one_hook_pass(
+    stoq: StoqRunner, tmp_path: Path, hook: str
+) -> None:
+    project = _new(stoq, f"only_{hook}", "--hooks", hook)
+
+    result = _run_generated_tests(project, tmp_path)
+
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    plugin = (project / "src" / f"stoq_plugin_only_{hook}" / "plugin.py").read_text()
+    assert re.findall(r"@hookimpl\n    (?:async )?def (\w+)\(", plugin) == [hook]
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
+def test_the_generated_code_passes_ruff_with_its_default_settings(stoq: StoqRunner) -> None:
+    _new(stoq, "everything", "--hooks", "all")
+    for hook in HOOK_NAMES:
+        _new(stoq, f"a_longer_plugin_name_{hook}", "--hooks", hook)
+    ruff = str(shutil.which("ruff"))
+
+    checked = subprocess.run(
+        [
+            ruff,
+            "check",
+            "--isolated",
+            "--select",
+            "E,F,W,I,B,UP,RUF",
+            "--target-version",
+            "py310",
+            ".",
+        ],
+        cwd=stoq.cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    formatted = subprocess.run(
+        [ruff, "format", "--isolated", "--check", "--diff", "."],
+        cwd=stoq.cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert formatted.returncode == 0, formatted.stdout[-4000:]
+
+
+# -- end to end: a fresh virtual environment -------------------------------------------------
+
+
+def _run(args: list[Any], cwd: Path, timeout: int, **env: str) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(
+            [str(a) for a in args],
+            cwd=cwd,
+            env={**_clean_env(), **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"timed out after {timeout}s: {' '.join(map(str, args))}")
+    if result.returncode != 0:
+        pytest.fail(
+            f"exit {result.returncode}: {' '.join(map(str, args))}\n"
+            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def _build_wheel(source: Path, outdir: Path) -> Path:
+    before = set(outdir.glob("*.whl"))
+    # Offline and fast when hatchling is already here; else build fetches it in isolation.
+    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-isolation"]
+    _run(
+        [sys.executable, "-m", "build", "--wheel", *isolation, "--outdir", outdir, source],
+        outdir,
+        300,
+    )
+    [wheel] = set(outdir.glob("*.whl")) - before
+    return wheel
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_generated_plugin_installs_passes_its_tests_and_scans(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    project = _new(stoq, "everything", "--hooks", "all")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    core = _build_wheel(ROOT, wheels)
+    plugin = _build_wheel(project, wheels)
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", venv], tmp_path, 120)
+    python = venv / "bin" / "python"
+    _run([python, "-m", "pip", "install", "--quiet", core, f"{plugin}[test]"], tmp_path, 600)
+
+    tests = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 300)
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
+
+    sample = tmp_path / "sample.txt"
+    sample.write_bytes(b"hello from a new plugin")
+    home = tmp_path / "home"
+    scanned = _run(
+        [venv / "bin" / "stoq", "scan", sample, "-s", "everything"],
+        tmp_path,
+        120,
+        STOQ_HOME=str(home),
+    )
+    response = json.loads(scanned.stdout)
+    assert response["errors"] == []
+    assert response["results"][0]["workers"]["everything"] == {
+        "size": len(b"hello from a new plugin"),
+        "preview": b"hello from a new plugin"[:16].hex(),
+        "filename": "sample.txt",
+    }
+    checked = _run(
+        [venv / "bin" / "stoq", "plugin", "check", "everything"], tmp_path, 120, STOQ_HOME=str(home)
+    )
+    assert checked.stdout.startswith("everything: ok (version 0.1.0; distribution ")

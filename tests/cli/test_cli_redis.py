@@ -1,0 +1,409 @@
+"""``stoq submit``, ``stoq results`` and ``stoq run --consumers N`` against a real redis-server.
+
+Each test that needs Redis starts its own ``redis-server`` on a free loopback port (no fake), and
+runs the installed ``stoq`` script as a user would. They fail if ``redis-server`` is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click.testing
+import pytest
+import redis
+from cli_support import Done, StoqRunner
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+class RedisServer:
+    """A ``redis-server`` on 127.0.0.1 with no persistence, its files in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        directory.mkdir(parents=True, exist_ok=True)
+        assert REDIS_SERVER is not None
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(directory), "--save", "", "--appendonly", "no",
+             "--logfile", str(directory / "redis.log")],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(port=self.port, socket_timeout=10)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.client.ping()
+                return
+            except redis.exceptions.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not on PATH: these tests need a real Redis")
+    started = RedisServer(tmp_path / "redis")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """Three files, one of them in a subdirectory."""
+    directory = tmp_path / "samples"
+    (directory / "deeper").mkdir(parents=True)
+    (directory / "a.txt").write_bytes(b"alpha")
+    (directory / "b.txt").write_bytes(b"bravo!")
+    (directory / "deeper" / "c.txt").write_bytes(b"charlie")
+    return directory
+
+
+def worker(stoq: StoqRunner, server: RedisServer, *more: str, timeout: float = 90) -> Done:
+    """``stoq run -P redis -C redis -a cli_echo`` until the queue has been idle for a moment."""
+    return stoq(
+        "run", "-P", "redis", "-C", "redis", "-a", "cli_echo", *more,
+        "--plugin-opts", f"redis:url={server.url}", "redis:stop_when_idle=0.5",
+        "redis:claim_idle=2",
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def one_line_error(done: Done) -> str:
+    assert done.code == 2, done.err
+    assert done.out == ""
+    assert len(done.err.splitlines()) == 1, done.err
+    assert "Traceback" not in done.err
+    return done.err
+
+
+# -- the whole flow ----------------------------------------------------------------------------
+
+
+def test_submit_prints_one_task_id_per_file_and_the_count_on_stderr(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    done = stoq("submit", str(samples), "--url", server.url)
+
+    assert done.code == 0, done.err
+    task_ids = done.out.split()
+    assert len(task_ids) == 3
+    assert "submitted 3 task(s) to stoq:tasks" in done.err
+    queued = [f[b"task_id"].decode() for _, f in server.client.xrange("stoq:tasks")]
+    assert queued == task_ids
+
+
+def test_submitted_files_are_scanned_by_a_worker_and_printed_by_results(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    task_ids = stoq("submit", str(samples), "--url", server.url).out.split()
+
+    ran = worker(stoq, server)
+    shown = stoq("results", "--url", server.url)
+
+    assert ran.code == 0, ran.err
+    assert shown.code == 0, shown.err
+    responses = shown.lines()
+    by_task = {r["request_meta"]["extra_data"]["task_id"]: r for r in responses}
+    assert sorted(by_task) == sorted(task_ids) and len(responses) == 3
+    echoed = {
+        r["results"][0]["payload_meta"]["extra_data"]["filename"]: r["results"][0]["workers"][
+            "cli_echo"
+        ]["size"]
+        for r in responses
+    }
+    assert echoed == {"a.txt": 5, "b.txt": 6, "c.txt": 7}
+    assert server.client.xpending("stoq:tasks", "stoq")["pending"] == 0
+
+
+def test_submit_wait_prints_each_result_as_a_worker_saves_it(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    waiting = subprocess.Popen(
+        stoq.command("submit", str(samples), "--url", server.url, "--wait", "--timeout", "60"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while server.client.xlen("stoq:tasks") < 3:  # submitted; now the worker may start
+            assert time.monotonic() < deadline and waiting.poll() is None
+            time.sleep(0.02)
+        ran = worker(stoq, server)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+
+    assert ran.code == 0, ran.err
+    assert waiting.returncode == 0, err
+    responses = [json.loads(line) for line in out.decode().splitlines()]
+    assert sorted(r["results"][0]["workers"]["cli_echo"]["size"] for r in responses) == [5, 6, 7]
+
+
+def _results(server: RedisServer) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in server.client.xrange("stoq:results")]
+
+
+def test_submit_wait_exits_1_when_a_scan_reported_errors(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    waiting = subprocess.Popen(
+        stoq.command("submit", str(samples / "a.txt"), "--url", server.url, "--wait",
+                     "--timeout", "60"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while server.client.xlen("stoq:tasks") < 1:
+            assert time.monotonic() < deadline and waiting.poll() is None
+            time.sleep(0.02)
+        worker(stoq, server, "-a", "cli_fail")
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+
+    assert waiting.returncode == 1, err
+    [response] = [json.loads(line) for line in out.decode().splitlines()]
+    assert response["errors"][0]["plugin_name"] == "cli_fail"
+
+
+def test_submit_wait_gives_up_after_its_timeout_with_exit_1(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    done = stoq("submit", str(samples / "a.txt"), "--url", server.url, "--wait", "--timeout", "0.3")
+
+    assert done.code == 1
+    assert done.out == ""
+    assert "stoq: 1 of 1 tasks still have no result after 0.3 s" in done.err
+
+
+def test_results_follow_prints_a_result_saved_after_it_started(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    stoq("submit", str(samples / "a.txt"), "--url", server.url)
+    worker(stoq, server)  # an old result, which --follow does not print
+    following = subprocess.Popen(
+        stoq.command("results", "--follow", "--url", server.url),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # it has read where the stream ends
+        [task_id] = stoq("submit", str(samples / "b.txt"), "--url", server.url).out.split()
+        worker(stoq, server)
+        assert following.stdout is not None
+        first = json.loads(following.stdout.readline())
+        following.send_signal(signal.SIGINT)
+        _, err = following.communicate(timeout=30)
+    finally:
+        following.kill()
+
+    assert first["request_meta"]["extra_data"]["task_id"] == task_id
+    assert following.returncode == 130, err
+
+
+def test_results_from_start_with_follow_prints_the_stored_results_first(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    [task_id] = stoq("submit", str(samples / "a.txt"), "--url", server.url).out.split()
+    worker(stoq, server)
+    following = subprocess.Popen(
+        stoq.command("results", "--follow", "--from-start", "--url", server.url),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    try:
+        assert following.stdout is not None
+        first = json.loads(following.stdout.readline())
+    finally:
+        following.kill()
+        following.wait(timeout=30)
+
+    assert first["request_meta"]["extra_data"]["task_id"] == task_id
+
+
+def test_the_url_comes_from_the_redis_section_of_stoq_cfg(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    stoq.home.mkdir()
+    (stoq.home / "stoq.cfg").write_text(f"[redis]\nurl = {server.url}\nstream = lab:tasks\n")
+
+    done = stoq("submit", str(samples / "a.txt"))
+
+    assert done.code == 0, done.err
+    assert server.client.xlen("lab:tasks") == 1
+
+
+# -- several worker processes ----------------------------------------------------------------
+
+
+def test_run_with_two_consumers_shares_a_batch_between_two_processes(
+    stoq: StoqRunner, server: RedisServer, tmp_path: Path
+) -> None:
+    files = tmp_path / "batch"
+    files.mkdir()
+    for number in range(60):
+        (files / f"f{number:02d}.txt").write_bytes(b"x" * number)
+    task_ids = stoq("submit", str(files), "--url", server.url).out.split()
+
+    ran = worker(stoq, server, "--consumers", "2", "--log-level", "info")
+
+    assert ran.code == 0, ran.err
+    readers = {line.split(" as ")[1].split()[0] for line in ran.err.splitlines() if " as " in line}
+    assert len(readers) == 2, ran.err  # two consumers of the group, one per process
+    saved = [f[b"task_id"].decode() for f in _results(server)]
+    assert sorted(saved) == sorted(task_ids)  # each task once
+    assert server.client.xpending("stoq:tasks", "stoq")["pending"] == 0
+
+
+def test_run_with_consumers_relays_every_childs_json_lines_whole(stoq: StoqRunner) -> None:
+    done = stoq(
+        "run", "--consumers", "3", "-P", "cli_burst", "-a", "cli_echo",
+        "--plugin-opts", "cli_burst:count=4", "--request-extra", "batch=7", "urgent=true",
+    )  # fmt: skip
+
+    assert done.code == 0, done.err
+    responses = done.lines()  # each line is one whole JSON document
+    assert len(responses) == 12  # every process runs its own provider
+    assert {json.dumps(r["request_meta"]["extra_data"]) for r in responses} == {
+        json.dumps({"batch": "7", "urgent": True})
+    }
+
+
+def test_run_with_consumers_exits_with_the_worst_childs_code(stoq: StoqRunner) -> None:
+    done = stoq("run", "--consumers", "2", "-P", "cli_burst", "-a", "cli_fail")
+
+    assert done.code == 1
+    assert len(done.lines()) == 6
+
+
+def test_ctrl_c_reaches_every_consumer_once_and_each_drains(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    marker = tmp_path / "queued"
+    process = subprocess.Popen(
+        stoq.command(
+            "run", "--consumers", "2", "-P", "cli_endless", "-a", "cli_slow",
+            "--plugin-opts", f"cli_endless:marker={marker}", "cli_endless:count=2",
+            "cli_slow:seconds=0.5",
+        ),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "no consumer queued anything"
+            time.sleep(0.02)
+        time.sleep(1.0)  # both children are up and scanning
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 130, err
+    # One SIGINT each: they drained (a second one would have aborted them, 'stoq: aborted').
+    assert err.decode().count("stopped by SIGINT") == 2, err
+    assert "aborted" not in err.decode()
+    assert all(
+        json.loads(line)["results"][0]["workers"]["cli_slow"] == {"slept": 0.5}
+        for line in out.decode().splitlines()
+    )
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def test_submit_of_a_missing_file_is_a_one_line_error_and_sends_nothing(
+    stoq: StoqRunner, server: RedisServer, samples: Path
+) -> None:
+    done = stoq("submit", str(samples / "a.txt"), "nope.txt", "--url", server.url)
+
+    assert one_line_error(done).startswith("stoq: error: nope.txt: no such file or directory")
+    assert server.client.exists("stoq:tasks") == 0
+
+
+def test_submit_to_an_unreachable_redis_is_a_one_line_error(
+    stoq: StoqRunner, samples: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    done = stoq("submit", str(samples), "--url", f"redis://127.0.0.1:{port}/0")
+
+    assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
+
+
+def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: StoqRunner) -> None:
+    done = stoq("results", "--url", "http://example.org")
+
+    assert "must start with redis://, rediss:// or unix://" in one_line_error(done)
+
+
+def test_submit_of_an_empty_directory_is_a_one_line_error(
+    stoq: StoqRunner, server: RedisServer, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+
+    done = stoq("submit", str(tmp_path / "empty"), "--url", server.url)
+
+    assert "nothing to submit" in one_line_error(done)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit"], "Missing argument 'PATH...'"),
+        (["submit", "x", "--timeout", "5"], "--timeout needs --wait"),
+        (["submit", "x", "--wait", "--timeout", "-1"], "-1.0 is not in the range x>0"),
+        (["run", "-P", "cli_burst", "--consumers", "0"], "0 is not in the range x>=1"),
+        (["run", "-P", "no_such_plugin", "--consumers", "2"], "'no_such_plugin' is not installed"),
+        (["run", "-a", "cli_echo", "--consumers", "2"], "no provider plugins are loaded"),
+    ],
+)
+def test_bad_command_lines_are_one_line_errors(
+    stoq: StoqRunner, args: list[str], message: str
+) -> None:
+    assert message in one_line_error(stoq(*args))
+
+
+def test_without_the_redis_package_the_commands_say_how_to_install_it(
+    invoke: Callable[..., click.testing.Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes 'import stoq_plugin_redis' fail as if it were not installed.
+    for name in [n for n in sys.modules if n.startswith("stoq_plugin_redis")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "stoq_plugin_redis", None)
+
+    for args in (["submit", "x"], ["results"]):
+        result = invoke(*args)
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            f"stoq: error: stoq {args[0]} needs the stoq-plugin-redis package, which is not "
+            "installed: run 'stoq install stoq-plugin-redis'"
+        ]
