@@ -42,6 +42,7 @@ def ensure_redis_server(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The core, the CLI, the v3 compatibility layer and the packaging of every distribution."""
+    ensure_redis_server(session)  # the CLI's submit/results tests start their own
     install(session, "-e", ".[test]", *(f"./packages/{name}" for name in PACKAGES))
     session.run("pytest", "tests", *session.posargs)
 
