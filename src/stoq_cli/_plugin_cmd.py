@@ -11,7 +11,6 @@ either what loaded or, in one line, why not.
 from __future__ import annotations
 
 import sys
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -228,6 +227,8 @@ def _kind(info: PluginInfo) -> str:
 
 def _failure(name: str, exc: BaseException, prefix: str = "") -> str:
     if STATE.debug:
+        import traceback  # only when a traceback is asked for: it costs ~15 ms to import
+
         traceback.print_exception(exc, file=sys.stderr)
     message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return f"{name}: failed: {prefix}{message}"

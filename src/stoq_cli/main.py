@@ -10,7 +10,6 @@ connector or provider, pip); 2 usage or input error (nothing was scanned); 130 s
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
 
@@ -210,6 +209,8 @@ def _report(exc: BaseException) -> int:
         _silence_stdout()
         return EXIT_FAILED
     if STATE.debug:
+        import traceback  # only when a traceback is asked for: it costs ~15 ms to import
+
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, CliError):
         _error(str(exc))
