@@ -145,3 +145,23 @@ def test_results_dir_defaults_to_results_in_the_current_directory(
     response = asyncio.run(stoq.scan(b"x"))
 
     assert files_under(tmp_path / "results") == [response.scan_id]
+
+
+def test_fsync_false_still_writes_atomically_without_syncing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    for fsync, expected_syncs in (("false", 0), ("true", 2)):
+        synced.clear()
+        results = tmp_path / f"results-{fsync}"
+        stoq = Stoq(
+            base_dir=str(tmp_path),
+            log_dir=None,
+            connectors=["filedir"],
+            plugin_opts={"filedir": {"results_dir": str(results), "fsync": fsync}},
+        )
+        response = asyncio.run(stoq.scan(b"x"))
+        assert [p.name for p in results.iterdir()] == [response.scan_id]
+        assert len(synced) == expected_syncs  # the file and its directory, or nothing
