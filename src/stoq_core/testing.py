@@ -22,13 +22,16 @@ test also proves the distribution's packaging. A class not yet installed can be 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import attrs
 import pytest
 
+from stoq_core._manager import ENTRY_POINT_GROUP, refresh_entry_points
 from stoq_core.data_classes import (
     Error,
     Payload,
@@ -39,7 +42,17 @@ from stoq_core.data_classes import (
 )
 from stoq_core.engine import _FAILED, Stoq
 
-__all__ = ["HookOutcome", "call_hook", "make_payload", "make_request", "scan_sync", "stoq_with"]
+__all__ = [
+    "HookOutcome",
+    "call_hook",
+    "make_payload",
+    "make_request",
+    "publish_plugins",
+    "published",
+    "scan_sync",
+    "stoq_with",
+    "write_distribution",
+]
 
 
 def make_payload(
@@ -75,6 +88,42 @@ def scan_sync(
     """Run one scan to completion from synchronous test code."""
     payload = content if isinstance(content, Payload) else Payload(content)
     return asyncio.run(stoq.scan_request(Request([payload], request_meta), list(start)))
+
+
+def write_distribution(
+    site: Path, dist: str, entry_points: Mapping[str, str], version: str = "1.0"
+) -> Path:
+    """Write an installed distribution's metadata (a ``.dist-info``) under ``site``.
+
+    ``importlib.metadata`` finds it on ``sys.path`` (or a child process's ``PYTHONPATH``) as it
+    finds one pip installed, so the plugins it names take a real plugin's path.
+
+    :param entry_points: plugin name -> ``"module:Class"`` (or ``"module"``).
+    """
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\nSummary: {dist} for tests\n"
+    )
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
+    return info
+
+
+@contextlib.contextmanager
+def published(*paths: str | Path) -> Iterator[None]:
+    """Put ``paths`` (sites written by ``write_distribution``, plugin modules' folders) first on
+    ``sys.path`` while the block runs, with the entry-point cache refreshed on the way in and out.
+    """
+    added = [str(path) for path in paths]
+    sys.path[:0] = added
+    refresh_entry_points()
+    try:
+        yield
+    finally:
+        for entry in added:
+            sys.path.remove(entry)
+        refresh_entry_points()
 
 
 @attrs.define
@@ -132,3 +181,30 @@ def stoq_with(tmp_path: Path) -> Iterator[Callable[..., Stoq]]:
         return stoq
 
     yield make
+
+
+@pytest.fixture
+def publish_plugins(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``publish_plugins({"name": "module:Class"}, dist=..., import_path=...)`` -> the site.
+
+    Publishes test plugins as a distribution's entry points for the rest of the test;
+    ``import_path`` is a folder to import their module from (e.g. the tests folder).
+    """
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def publish(
+            entry_points: Mapping[str, str],
+            dist: Optional[str] = None,
+            import_path: str | Path | None = None,
+            version: str = "1.0",
+        ) -> Path:
+            nonlocal count
+            count += 1
+            site = tmp_path / f"stoq-test-site-{count}"
+            write_distribution(site, dist or f"stoq-test-plugins-{count}", entry_points, version)
+            paths = [site] if import_path is None else [site, import_path]
+            stack.enter_context(published(*paths))
+            return site
+
+        yield publish

@@ -23,9 +23,6 @@ import redis
 
 from stoq_core import Stoq
 
-# Tests only: the entry-point cache must forget what it saw before the test distribution existed.
-from stoq_core._manager import refresh_entry_points
-
 pytest_plugins = ["stoq_core.testing"]
 
 TESTS = Path(__file__).parent
@@ -169,21 +166,14 @@ def db(server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The test plugins published as a distribution's entry points, on ``sys.path``."""
+    # Imported here: at module level it would precede pytest_plugins' own (assertion-rewriting)
+    # import of stoq_core.testing.
+    from stoq_core.testing import published, write_distribution
+
     site = tmp_path_factory.mktemp("site")
-    info = site / "stoq_redis_test_plugins-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: stoq-redis-test-plugins\nVersion: 1.0\n"
-    )
-    lines = "".join(f"{name} = {target}\n" for name, target in TEST_PLUGINS.items())
-    (info / "entry_points.txt").write_text(f"[stoq.plugins]\n{lines}")
-    added = [str(site), str(TESTS)]
-    sys.path[:0] = added
-    refresh_entry_points()
-    yield site
-    for entry in added:
-        sys.path.remove(entry)
-    refresh_entry_points()
+    write_distribution(site, "stoq-redis-test-plugins", TEST_PLUGINS)
+    with published(site, TESTS):
+        yield site
 
 
 @pytest.fixture

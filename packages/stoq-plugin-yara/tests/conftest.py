@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stoq_core import Stoq
-
-# Tests only: the entry-point cache must forget what it saw before the test distribution existed.
-from stoq_core._manager import refresh_entry_points
 
 TESTS = Path(__file__).parent
 
@@ -27,28 +23,10 @@ TEST_WORKERS = {
 }
 
 
-def write_distribution(site: Path, dist: str, entry_points: dict[str, str]) -> Path:
-    """Write an installed distribution's ``.dist-info`` under ``site``, as pip would."""
-    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[stoq.plugins]\n{lines}")
-    return info
-
-
 @pytest.fixture
-def test_workers(tmp_path: Path) -> Iterator[None]:
+def test_workers(publish_plugins: Callable[..., Path]) -> None:
     """Publish the workers of ``yara_testplugins.py`` as the entry points in ``TEST_WORKERS``."""
-    site = tmp_path / "site"
-    write_distribution(site, "stoq-yara-test-workers", TEST_WORKERS)
-    added = [str(site), str(TESTS)]
-    sys.path[:0] = added
-    refresh_entry_points()
-    yield
-    for entry in added:
-        sys.path.remove(entry)
-    refresh_entry_points()
+    publish_plugins(TEST_WORKERS, dist="stoq-yara-test-workers", import_path=TESTS)
 
 
 @pytest.fixture
