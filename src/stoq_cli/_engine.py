@@ -78,6 +78,15 @@ class EngineOptions:
     config_file: Optional[str] = None
     log_level: Optional[str] = None
 
+    @classmethod
+    def without_roles(cls, **kwargs: Any) -> EngineOptions:
+        """Options that load no plugin at start (empty role lists, not None), for commands that
+        inspect plugins: the ones stoq.cfg names for a run are not theirs to load."""
+        return cls(
+            always_dispatch=[], dispatchers=[], connectors=[], decorators=[],
+            dest_archivers=[], source_archivers=[], providers=[], **kwargs,
+        )  # fmt: skip
+
     def named_plugins(self) -> list[str]:
         """Every plugin name given on the command line."""
         lists = (

@@ -175,19 +175,11 @@ def check(
     """Load plugins as a scan would and say whether each loads, and if not why."""
     from stoq_cli._engine import EngineOptions, StoqHome, build_stoq
 
-    # Empty role lists: the plugins stoq.cfg names for a scan are not the ones checked here.
-    options = EngineOptions(
+    options = EngineOptions.without_roles(
         plugin_opts=plugin_opts,
         plugin_dirs=plugin_dirs,
         config_file=config_file,
         log_level=log_level,
-        always_dispatch=[],
-        dispatchers=[],
-        connectors=[],
-        decorators=[],
-        dest_archivers=[],
-        source_archivers=[],
-        providers=[],
     )
     stoq = build_stoq(StoqHome.from_environment(), options)
     failed = 0

@@ -462,17 +462,7 @@ def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
     from stoq_cli._engine import EngineOptions, StoqHome, build_stoq
     from stoq_cli._output import print_plugins
 
-    # Empty lists, not None: the plugins stoq.cfg names for a run are not loaded to list them.
-    options = EngineOptions(
-        plugin_dirs=plugin_dirs,
-        always_dispatch=[],
-        dispatchers=[],
-        connectors=[],
-        decorators=[],
-        dest_archivers=[],
-        source_archivers=[],
-        providers=[],
-    )
+    options = EngineOptions.without_roles(plugin_dirs=plugin_dirs)
     stoq = build_stoq(StoqHome.from_environment(), options)
     print_plugins(stoq.list_plugins(), as_json)
     return 0
