@@ -14,30 +14,41 @@ from typing import Optional
 
 __all__ = ["Watchdog"]
 
+_NEVER = float("inf")
+
 
 class Watchdog:
     """Cancels the task of any call still running at its deadline (event-loop time)."""
 
+    __slots__ = ("_loop", "_calls", "_expired", "_timer", "_timer_at")
+
     def __init__(self) -> None:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._calls: dict[object, tuple[float, asyncio.Task[object]]] = {}
-        self._expired: set[object] = set()
+        self._expired: set[object] = set()  # calls cancelled for being late
         self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at = float("inf")
+        self._timer_at = _NEVER
 
-    def enter(self, deadline: float) -> object:
-        """Watch the current task until ``leave``; returns the token for this call."""
+    def enter(self, limit: float, until: Optional[float] = None) -> tuple[object, float]:
+        """Watch the current task until ``leave``: ``limit`` seconds from now (0: none), or
+        until ``until`` (event-loop time) if that comes first.
+
+        :returns: the token for ``leave`` and ``expired``, and the deadline chosen.
+        """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new asyncio.run(): forget the old loop's calls
             self._loop, self._calls, self._expired = loop, {}, set()
-            self._timer, self._timer_at = None, float("inf")
+            self._timer, self._timer_at = None, _NEVER
+        deadline = loop.time() + limit if limit else _NEVER
+        if until is not None and until < deadline:
+            deadline = until
         task = asyncio.current_task(loop)
         assert task is not None, "plugin calls run inside a task"
         token = object()
         self._calls[token] = (deadline, task)
         if deadline < self._timer_at:
             self._arm(deadline)
-        return token
+        return token, deadline
 
     def expired(self, token: object) -> bool:
         """Whether the watchdog cancelled this call's task for being late."""
@@ -45,7 +56,8 @@ class Watchdog:
 
     def leave(self, token: object) -> None:
         self._calls.pop(token, None)
-        self._expired.discard(token)
+        if self._expired:
+            self._expired.discard(token)
 
     def _arm(self, when: float) -> None:
         assert self._loop is not None
@@ -56,9 +68,9 @@ class Watchdog:
 
     def _fire(self) -> None:
         assert self._loop is not None
-        self._timer, self._timer_at = None, float("inf")
+        self._timer, self._timer_at = None, _NEVER
         now = self._loop.time()
-        earliest = float("inf")
+        earliest = _NEVER
         for token, (deadline, task) in list(self._calls.items()):
             if deadline <= now:
                 del self._calls[token]
@@ -66,5 +78,5 @@ class Watchdog:
                 task.cancel()
             elif deadline < earliest:
                 earliest = deadline
-        if earliest != float("inf"):
+        if earliest != _NEVER:
             self._arm(earliest)

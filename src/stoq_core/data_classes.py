@@ -101,13 +101,23 @@ class PayloadMeta:
         }
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class RequestMeta:
     """Metadata of one request (one submission and everything extracted from it)."""
 
-    archive_payloads: bool = True
-    source: Optional[str] = None
-    extra_data: dict[str, Any] = attrs.field(default=None, converter=_dict)
+    archive_payloads: bool
+    source: Optional[str]
+    extra_data: dict[str, Any]
+
+    def __init__(
+        self,
+        archive_payloads: bool = True,
+        source: Optional[str] = None,
+        extra_data: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.archive_payloads = archive_payloads
+        self.source = source
+        self.extra_data = {} if extra_data is None else extra_data
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,7 +228,9 @@ class Payload:
         extracted_from: Union[str, list[str], None] = None,
         payload_id: Optional[str] = None,
     ) -> None:
-        self.content = content = _bytes(content)
+        if isinstance(content, str):  # encoded, so that ``size`` counts bytes (a v3 bug)
+            content = content.encode()
+        self.content = content
         self.dispatch_meta = {}
         self._digests = {}
         self.results = PayloadResults(
@@ -274,7 +286,7 @@ class Request:
         request_meta: Optional[RequestMeta] = None,
         errors: Optional[list[Error]] = None,
     ) -> None:
-        self.payloads = [] if payloads is None else _list(payloads)
+        self.payloads = payloads if type(payloads) is list else _list(payloads)
         self.request_meta = RequestMeta() if request_meta is None else request_meta
         self.errors = [] if errors is None else _list(errors)
 
@@ -358,7 +370,13 @@ class StoqResponse:
         decorators: Optional[dict[str, Any]] = None,
         scan_id: Optional[str] = None,
     ) -> None:
-        self.results = [payload.results for payload in request.payloads]
+        payloads = request.payloads
+        # One payload is the common request; a comprehension would add a frame for it.
+        self.results = (
+            [payloads[0].results]
+            if len(payloads) == 1
+            else [payload.results for payload in payloads]
+        )
         self.request_meta = request.request_meta
         self.errors = request.errors
         self._time = _time.time() if time is None else time

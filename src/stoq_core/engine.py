@@ -278,7 +278,8 @@ class Stoq:
         if ratelimit:
             await self._wait_ratelimit(ratelimit)
         request = Request([Payload(content, payload_meta)], request_meta)
-        return await self.scan_request(request, add_start_dispatch)
+        response, _ = await self._scan_and_save(request, add_start_dispatch)
+        return response
 
     async def _wait_ratelimit(self, ratelimit: str) -> None:
         try:
@@ -309,11 +310,14 @@ class Stoq:
     ) -> tuple[StoqResponse, list[Error]]:
         """``scan_request``'s work; also returns the errors of connectors that failed to save."""
         await _Scan(self, request, add_start_dispatch or ()).run()
-        if request.request_meta.archive_payloads and self._dest_archivers:
+        if self._dest_archivers and request.request_meta.archive_payloads:
             await self._archive(request)
         response = StoqResponse(request)
-        await self._decorate(response)
-        return response, await self._save(response)
+        # Checked here, not in the callees: a coroutine made only to return costs a little on
+        # every scan, and most runs have no decorators or connectors.
+        if self._decorators:
+            await self._decorate(response)
+        return response, (await self._save(response) if self._connectors else [])
 
     async def _archive(self, request: Request) -> None:
         calls = []
@@ -337,8 +341,6 @@ class Stoq:
             )
 
     async def _decorate(self, response: StoqResponse) -> None:
-        if not self._decorators:
-            return
         decorators = list(self._decorators.values())
         outcomes = await _gather(
             self._call(decorator, "decorate", (response,), response.errors)
@@ -351,8 +353,6 @@ class Stoq:
 
     async def _save(self, response: StoqResponse) -> list[Error]:
         """Every connector's ``save``; returns the errors of those that failed."""
-        if not self._connectors:
-            return []
         failed: list[Error] = []
         await _gather(
             self._call(connector, "save", (response,), failed)
@@ -416,19 +416,18 @@ class Stoq:
                 return await plugin.call(hook, *args)
             except Exception as exc:
                 return self._failed(plugin, hook, exc, errors, about)
-        when = asyncio.get_running_loop().time() + limit if limit else float("inf")
-        by_deadline = until is not None and until < when
-        token = self._watchdog.enter(until if by_deadline else when)  # type: ignore[arg-type]
+        watchdog = self._watchdog
+        token, deadline = watchdog.enter(limit, until)
         try:
             return await plugin.call(hook, *args)
         except asyncio.CancelledError:
-            if not self._watchdog.expired(token):
+            if not watchdog.expired(token):
                 raise
             # The watchdog cancelled this task; take the cancellation back so the scan goes on.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            if by_deadline:
+            if deadline == until:
                 message = f"{hook} stopped at the request deadline ({self.deadline:g} s)"
             else:
                 message = f"{hook} timed out after {limit:g} s"
@@ -438,7 +437,7 @@ class Stoq:
         except Exception as exc:
             return self._failed(plugin, hook, exc, errors, about)
         finally:
-            self._watchdog.leave(token)
+            watchdog.leave(token)
 
     def _failed(
         self,
@@ -624,7 +623,24 @@ class Stoq:
 
 
 class _Scan:
-    """The rounds of one ``scan_request``."""
+    """The rounds of one ``scan_request``.
+
+    Every payload takes this path, so it is written for the common request (no dispatchers,
+    always-dispatch workers that require no others, nothing extracted): that case costs one
+    round with no helper calls, and everything else takes the general methods below.
+    """
+
+    __slots__ = (
+        "stoq",
+        "request",
+        "pending",
+        "seen",
+        "given_up",
+        "reported",
+        "until",
+        "extracted_bytes",
+        "dropped",
+    )
 
     def __init__(self, stoq: Stoq, request: Request, start: Sequence[str]) -> None:
         self.stoq = stoq
@@ -635,23 +651,24 @@ class _Scan:
             for payload in request.payloads:
                 if payload.results.payload_meta.should_scan:
                     self.pending[payload] = list(start)
-        self.seen: Optional[dict[str, Payload]] = (
-            None  # sha256 -> payload, built on first extraction
-        )
-        self.given_up: set[tuple[int, str]] = set()  # (id(payload), worker) never to try again
-        self.unloadable: set[str] = set()  # workers whose load failure is already reported
-        self.reported: set[tuple[str, Optional[str], Optional[str]]] = set()  # dispatcher errors
         self.until = (
             asyncio.get_running_loop().time() + stoq.deadline if stoq.deadline > 0 else None
         )
         self.extracted_bytes = 0
-        self.dropped: dict[str, Error] = {}  # one Error per extraction limit...
-        self.drop_counts: dict[str, int] = {}  # ...and how many payloads it dropped
+        # Made when first needed (most requests need none of them):
+        self.seen: Optional[dict[str, Payload]] = None  # sha256 -> payload
+        self.given_up: Optional[set[tuple[int, str]]] = None  # (id(payload), plugin) not to retry
+        # Errors reported once per request: dispatcher errors, and workers that cannot load.
+        self.reported: Optional[set[tuple[Optional[str], ...]]] = None
+        # One Error per extraction limit, and how many payloads it dropped.
+        self.dropped: Optional[dict[str, tuple[Error, int]]] = None
 
     async def run(self) -> None:
         stoq = self.stoq
-        payloads = self.request.payloads
+        request = self.request
+        payloads = request.payloads
         always = stoq.always_dispatch
+        simple = stoq._simple_workers
         for round_number in range(1, stoq.max_recursion + 1):
             owed, self.pending = self.pending, {}
             work: dict[tuple[Payload, str], LoadedPlugin] = {}
@@ -662,42 +679,45 @@ class _Scan:
                     for name in dict.fromkeys([*owed.get(payload, ()), *always, *picked]):
                         self._schedule(payload, name, work)
             else:
+                given_up = self.given_up
                 for payload in payloads:
-                    if payload.results.payload_meta.should_scan:
-                        extra = owed.get(payload)
-                        names = always if extra is None else dict.fromkeys([*extra, *always])
-                        for name in names:
+                    results = payload.results
+                    if not results.payload_meta.should_scan:
+                        continue
+                    extra = owed.get(payload)
+                    names = always if extra is None else dict.fromkeys([*extra, *always])
+                    ran = results.plugins_run["workers"]
+                    for name in names:
+                        worker = simple.get(name)
+                        if worker is None or given_up:
                             self._schedule(payload, name, work)
+                        elif name not in ran:
+                            work[payload, name] = worker
             if not work:
                 return
             if self.until is not None and asyncio.get_running_loop().time() >= self.until:
-                self.request.errors.append(
+                request.errors.append(
                     Error(
                         f"request deadline ({stoq.deadline:g} s) reached before round "
                         f"{round_number}: {len(work)} worker runs not started"
                     )
                 )
                 return
-            known = len(self.request.payloads)
-            pairs = list(work.items())
-            if len(pairs) == 1:
-                (payload, _), worker = pairs[0]
+            known = len(payloads)
+            if len(work) == 1:
+                ((payload, _), worker), = work.items()
                 outcome = await stoq._call(
-                    worker,
-                    "scan",
-                    (payload, self.request),
-                    self.request.errors,
-                    payload.results,
-                    self.until,
+                    worker, "scan", (payload, request), request.errors, payload.results, self.until
                 )
                 self._take_worker(payload, worker, outcome, round_number)
             else:
+                pairs = list(work.items())
                 outcomes = await _gather(
                     stoq._call(
                         worker,
                         "scan",
-                        (payload, self.request),
-                        self.request.errors,
+                        (payload, request),
+                        request.errors,
                         payload.results,
                         self.until,
                     )
@@ -705,7 +725,7 @@ class _Scan:
                 )
                 for ((payload, _), worker), outcome in zip(pairs, outcomes):
                     self._take_worker(payload, worker, outcome, round_number)
-            if not (self.pending or stoq._dispatchers or len(self.request.payloads) > known):
+            if not (self.pending or stoq._dispatchers or len(payloads) > known):
                 # Every payload has had every always-dispatch worker and nothing new arrived:
                 # another round would find no work, so skip building it.
                 return
@@ -719,7 +739,7 @@ class _Scan:
         stoq, request = self.stoq, self.request
         about = payload.results
         dispatchers = [
-            d for d in stoq._dispatchers.values() if (id(payload), d.name) not in self.given_up
+            d for d in stoq._dispatchers.values() if not self._gave_up(payload, d.name)
         ]
         errors: list[Error] = []
         outcomes = await _gather(
@@ -728,23 +748,40 @@ class _Scan:
         names: list[str] = []
         for dispatcher, outcome in zip(dispatchers, outcomes):
             if outcome is _FAILED:
-                self.given_up.add((id(payload), dispatcher.name))
+                self._give_up(payload, dispatcher.name)
             response = stoq._take(outcome, DispatcherResponse, dispatcher, errors, about, {})
             if response is not None:
                 names.extend(response.plugin_names)
                 payload.dispatch_meta[dispatcher.name] = response.meta
         for error in errors:
             key = (error.error, error.plugin_name, error.payload_id)
-            if key not in self.reported:
-                self.reported.add(key)
+            if self._first_report(key):
                 request.errors.append(error)
         return names
+
+    def _give_up(self, payload: Payload, plugin: str) -> None:
+        """Never ask ``plugin`` about ``payload`` again in this request."""
+        if self.given_up is None:
+            self.given_up = set()
+        self.given_up.add((id(payload), plugin))
+
+    def _gave_up(self, payload: Payload, plugin: str) -> bool:
+        return self.given_up is not None and (id(payload), plugin) in self.given_up
+
+    def _first_report(self, key: tuple[Optional[str], ...]) -> bool:
+        """True the first time ``key`` is reported in this request."""
+        if self.reported is None:
+            self.reported = set()
+        if key in self.reported:
+            return False
+        self.reported.add(key)
+        return True
 
     def _schedule(
         self, payload: Payload, name: str, work: dict[tuple[Payload, str], LoadedPlugin]
     ) -> None:
         """Add ``name`` (or, first, the required workers it still lacks) to this round's work."""
-        if name in payload.results.plugins_run["workers"] or (id(payload), name) in self.given_up:
+        if name in payload.results.plugins_run["workers"] or self._gave_up(payload, name):
             return
         worker = self.stoq._simple_workers.get(name)
         if worker is not None:  # the common case: a loaded worker that requires no other
@@ -753,13 +790,12 @@ class _Scan:
         try:
             runnable = self._resolve(payload, name, (), 0)
         except _DependencyError as exc:
-            self.given_up.add((id(payload), name))
+            self._give_up(payload, name)
             self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
             return
         except StoqException as exc:  # not installed, failed to load, or not a worker
-            self.given_up.add((id(payload), name))
-            if name not in self.unloadable:
-                self.unloadable.add(name)
+            self._give_up(payload, name)
+            if self._first_report((name,)):
                 self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
             return
         if runnable[-1].name != name:
@@ -882,12 +918,14 @@ class _Scan:
     def _drop(self, limit: str, parent: Payload, worker: str) -> None:
         # One Error per limit, its count kept current, so a bomb of a million members does
         # not bury the response under a million identical errors.
-        error = self.dropped.get(limit)
+        if self.dropped is None:
+            self.dropped = {}
+        error, count = self.dropped.get(limit, (None, 0))
         if error is None:
-            error = self.dropped[limit] = Error("", worker, parent.results.payload_id)
+            error = Error("", worker, parent.results.payload_id)
             self.request.errors.append(error)
-        count = self.drop_counts[limit] = self.drop_counts.get(limit, 0) + 1
-        error.error = f"{limit} exceeded: {count} extracted payload(s) dropped"
+        self.dropped[limit] = (error, count + 1)
+        error.error = f"{limit} exceeded: {count + 1} extracted payload(s) dropped"
 
 
 async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
