@@ -8,8 +8,10 @@ written only turns the file log off.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import stat
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -44,6 +46,13 @@ class StoqHome:
     @property
     def logs(self) -> Path:
         return self.path / "logs"
+
+    @property
+    def entry_point_index(self) -> Path:
+        """Where the installed plugins' entry points are kept between runs (see
+        ``stoq_core.use_entry_point_index``): one file per Python environment."""
+        environment = hashlib.blake2s(sys.prefix.encode(), digest_size=6).hexdigest()
+        return self.path / "cache" / f"entry-points-{environment}.json"
 
     def prepare(self) -> bool:
         """Create the home, ``plugins/`` and ``logs/`` if missing.
@@ -120,11 +129,17 @@ def config_path(home: StoqHome, given: Optional[str]) -> str:
     return str(path)
 
 
-def build_stoq(home: StoqHome, options: EngineOptions) -> Stoq:
-    """The engine for ``options``, every named plugin loaded; raises saying which failed."""
-    from stoq_core import Stoq
+def build_stoq(home: StoqHome, options: EngineOptions, fresh: bool = False) -> Stoq:
+    """The engine for ``options``, every named plugin loaded; raises saying which failed.
+
+    :param fresh: read the installed plugins' metadata, not the index kept in the home.
+    """
+    from stoq_core import Stoq, refresh_entry_points, use_entry_point_index
 
     writable = home.prepare()
+    use_entry_point_index(home.entry_point_index)  # a home that cannot be written: not kept
+    if fresh:
+        refresh_entry_points()
     kwargs: dict[str, Any] = {}
     if not writable:
         kwargs["log_dir"] = None  # else stoq.cfg's log_dir, or $STOQ_HOME/logs

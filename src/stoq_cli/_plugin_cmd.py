@@ -181,7 +181,7 @@ def check(
         config_file=config_file,
         log_level=log_level,
     )
-    stoq = build_stoq(StoqHome.from_environment(), options)
+    stoq = build_stoq(StoqHome.from_environment(), options, fresh=True)
     failed = 0
     for name in dict.fromkeys(names):
         line, ok = _check_one(stoq, name)

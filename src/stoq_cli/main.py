@@ -41,7 +41,8 @@ Environment
   STOQ_HOME  stoQ's home [default: ~/.stoq], created on first use: stoq.cfg
              (optional; its [core] section gives defaults for these options and
              its [NAME] sections plugin options), plugins/ (v3 plugin
-             directories), logs/ (stoq.log).
+             directories), logs/ (stoq.log), cache/ (installed plugins'
+             entry points, reread whenever the import path changes).
   STOQ_DEBUG  set to 1, a failure prints its traceback (as --log-level debug).
 
 \b
@@ -155,8 +156,24 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     ctx.exit(0)
 
 
+# Commands whose module is imported only when they run (or --help lists them): module:attribute.
+_LAZY_COMMANDS = {"plugin": "stoq_cli._plugin_cmd:plugin_group"}
+
+
 class StoqGroup(click.Group):
     """The ``stoq`` group: every failure becomes one ``stoq: error: ...`` line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        target = _LAZY_COMMANDS.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            import importlib
+
+            module, attribute = target.split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(
         self,
@@ -463,7 +480,7 @@ def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
     from stoq_cli._output import print_plugins
 
     options = EngineOptions.without_roles(plugin_dirs=plugin_dirs)
-    stoq = build_stoq(StoqHome.from_environment(), options)
+    stoq = build_stoq(StoqHome.from_environment(), options, fresh=True)
     print_plugins(stoq.list_plugins(), as_json)
     return 0
 
@@ -500,12 +517,6 @@ def install(specs: tuple[str, ...], upgrade: bool) -> int:
     from stoq_cli._install import install_command
 
     return install_command(specs, upgrade)
-
-
-# 'stoq plugin new|check', for plugin authors; imported here, beside its registration.
-from stoq_cli._plugin_cmd import plugin_group  # noqa: E402
-
-cli.add_command(plugin_group)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:

@@ -3,7 +3,10 @@
 Plugin authors need ``hookimpl`` and the data classes; everything here is public API.
 """
 
-from stoq_core._manager import ENTRY_POINT_GROUP, PluginInfo
+from stoq_core._index import ENTRY_POINT_GROUP
+from stoq_core._index import refresh as refresh_entry_points
+from stoq_core._index import use_index_file as use_entry_point_index
+from stoq_core._manager import PluginInfo
 from stoq_core.config import StoqConfigParser
 from stoq_core.data_classes import (
     ArchiverResponse,
@@ -50,4 +53,6 @@ __all__ = [
     "WorkerResponse",
     "__version__",
     "hookimpl",
+    "refresh_entry_points",
+    "use_entry_point_index",
 ]

@@ -12,9 +12,6 @@ other plugin still loads.
 
 from __future__ import annotations
 
-import difflib
-import functools
-import importlib.metadata
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,7 +20,8 @@ from typing import Any, Optional, cast
 import attrs
 import pluggy
 
-from stoq_core import _legacy, hookspecs
+from stoq_core import _index, _legacy, hookspecs
+from stoq_core._index import ENTRY_POINT_GROUP, PluginEntry
 from stoq_core._threads import run_blocking
 from stoq_core.config import StoqConfigParser
 from stoq_core.exceptions import StoqPluginException, StoqPluginNotFound
@@ -31,35 +29,7 @@ from stoq_core.plugins import BasePlugin, role_hooks
 
 __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "PluginManager"]
 
-ENTRY_POINT_GROUP = "stoq.plugins"
-
 log = logging.getLogger("stoq")
-
-
-@functools.cache
-def _entry_points() -> dict[str, tuple[importlib.metadata.EntryPoint, ...]]:
-    # Reading every distribution's metadata costs milliseconds: once per process is enough.
-    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        claims = found.setdefault(ep.name, [])
-        # The same distribution seen twice on sys.path is one claim, not a conflict.
-        if not any(_dist_name(c) == _dist_name(ep) for c in claims):
-            claims.append(ep)
-    return {name: tuple(eps) for name, eps in found.items()}
-
-
-def refresh_entry_points() -> None:
-    """Forget the cached entry points (after installing a distribution in this process)."""
-    _entry_points.cache_clear()
-    importlib.invalidate_caches()
-
-
-def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
-    return ep.dist.name if ep.dist is not None else "?"
-
-
-def _dist_version(ep: importlib.metadata.EntryPoint) -> str:
-    return ep.dist.version if ep.dist is not None else ""
 
 
 @attrs.define
@@ -142,9 +112,11 @@ class PluginManager:
 
     def available(self) -> list[str]:
         """Every plugin name that could be loaded (or tried), sorted."""
-        return sorted(set(_entry_points()) | set(self.legacy) | set(self.loaded))
+        return sorted(set(_index.entry_points()) | set(self.legacy) | set(self.loaded))
 
     def not_found(self, name: str) -> StoqPluginNotFound:
+        import difflib  # only for this message: a scan that finds its plugins never needs it
+
         installed = self.available()
         close = difflib.get_close_matches(name, installed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -156,14 +128,14 @@ class PluginManager:
     def info(self) -> dict[str, PluginInfo]:
         """Every available plugin, broken ones included with their error, by name."""
         infos: dict[str, PluginInfo] = {}
-        for name, eps in _entry_points().items():
+        for name, eps in _index.entry_points().items():
             ep = eps[0]
             info = PluginInfo(
                 name=name,
-                version=_dist_version(ep),
-                origin=_dist_name(ep),
+                version=ep.dist_version,
+                origin=ep.dist_name,
                 kind="entry point",
-                description=(ep.dist.metadata["Summary"] or "") if ep.dist is not None else "",
+                description=ep.summary,
             )
             if len(eps) > 1:
                 info.error = str(self._conflict(name, eps))
@@ -216,13 +188,13 @@ class PluginManager:
             config = self._plugin_config(name, legacy.options, legacy.documentation)
             origin = f"plugin directory {legacy.directory}"
         else:
-            eps = _entry_points().get(name)
+            eps = _index.entry_points().get(name)
             if not eps:
                 raise self.not_found(name)
             if len(eps) > 1:
                 raise self._conflict(name, eps)
             ep = eps[0]
-            origin = f"distribution {_dist_name(ep)}"
+            origin = f"distribution {ep.dist_name}"
             try:
                 target = ep.load()
             except Exception as exc:
@@ -230,7 +202,7 @@ class PluginManager:
                     f"plugin {name!r} from {origin} failed to import {ep.value}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-            doc = {"version": _dist_version(ep)}
+            doc = {"version": ep.dist_version}
             config = self._plugin_config(name, {}, doc)
         return self.register(name, target, config, origin)
 
@@ -320,10 +292,8 @@ class PluginManager:
         config.set_options("options", self.plugin_opts.get(name, {}))
         return config
 
-    def _conflict(
-        self, name: str, eps: tuple[importlib.metadata.EntryPoint, ...]
-    ) -> StoqPluginException:
-        claims = " and ".join(f"{_dist_name(ep)} ({ep.value})" for ep in eps)
+    def _conflict(self, name: str, eps: tuple[PluginEntry, ...]) -> StoqPluginException:
+        claims = " and ".join(f"{ep.dist_name} ({ep.value})" for ep in eps)
         return StoqPluginException(
             f"plugin name {name!r} is claimed by more than one distribution: {claims}; "
             "uninstall one of them"

@@ -20,7 +20,7 @@ _NEVER = float("inf")
 class Watchdog:
     """Cancels the task of any call still running at its deadline (event-loop time)."""
 
-    __slots__ = ("_loop", "_calls", "_expired", "_timer", "_timer_at")
+    __slots__ = ("_calls", "_expired", "_loop", "_timer", "_timer_at")
 
     def __init__(self) -> None:
         self._loop: Optional[asyncio.AbstractEventLoop] = None

@@ -631,15 +631,15 @@ class _Scan:
     """
 
     __slots__ = (
-        "stoq",
-        "request",
-        "pending",
-        "seen",
-        "given_up",
-        "reported",
-        "until",
-        "extracted_bytes",
         "dropped",
+        "extracted_bytes",
+        "given_up",
+        "pending",
+        "reported",
+        "request",
+        "seen",
+        "stoq",
+        "until",
     )
 
     def __init__(self, stoq: Stoq, request: Request, start: Sequence[str]) -> None:
@@ -705,7 +705,7 @@ class _Scan:
                 return
             known = len(payloads)
             if len(work) == 1:
-                ((payload, _), worker), = work.items()
+                (((payload, _), worker),) = work.items()
                 outcome = await stoq._call(
                     worker, "scan", (payload, request), request.errors, payload.results, self.until
                 )
@@ -738,9 +738,7 @@ class _Scan:
         """
         stoq, request = self.stoq, self.request
         about = payload.results
-        dispatchers = [
-            d for d in stoq._dispatchers.values() if not self._gave_up(payload, d.name)
-        ]
+        dispatchers = [d for d in stoq._dispatchers.values() if not self._gave_up(payload, d.name)]
         errors: list[Error] = []
         outcomes = await _gather(
             stoq._call(d, "get_dispatches", (payload, request), errors, about) for d in dispatchers

@@ -93,7 +93,9 @@ def check_results(results: Any, max_size: int) -> str | None:
             if kind is str:
                 size += len(value)
         else:
-            return None if size <= max_size else f"results are too large ({size} bytes > {max_size})"
+            return (
+                None if size <= max_size else f"results are too large ({size} bytes > {max_size})"
+            )
     budget = [max_size]
     return _check(results, "results", 0, budget)
 

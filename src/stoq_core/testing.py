@@ -31,7 +31,8 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from stoq_core._manager import ENTRY_POINT_GROUP, refresh_entry_points
+from stoq_core._index import ENTRY_POINT_GROUP
+from stoq_core._index import refresh as refresh_entry_points
 from stoq_core.data_classes import (
     Error,
     Payload,

@@ -17,6 +17,7 @@ import click.testing
 import pytest
 from cli_support import CLI_TESTS, DIST, DIST_VERSION, PLUGINS, StoqRunner
 
+import stoq_core
 from stoq_cli.main import cli
 
 
@@ -71,6 +72,8 @@ def invoke(
         return runner.invoke(cli, list(args), input=stdin)
 
     yield run
+    # The command named this test's home for the entry-point index; the next test has another.
+    stoq_core.use_entry_point_index(None)
     # The engine logs to the stderr it saw, CliRunner's, which is now closed.
     for handler in set(logger.handlers) - set(handlers):
         logger.removeHandler(handler)
