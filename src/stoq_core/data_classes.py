@@ -272,7 +272,11 @@ def _payload_meta(meta: Optional[PayloadMeta]) -> PayloadMeta:
     return PayloadMeta() if meta is None else meta
 
 
-@attrs.define(eq=False, init=False)
+def _counted(what: str, items: list[Any]) -> str:
+    return f"{len(items)} {what}" if len(items) != 1 else f"1 {what[:-1]}"
+
+
+@attrs.define(eq=False, init=False, repr=False)
 class Request:
     """All payloads of one scan, the request's metadata and the errors gathered so far."""
 
@@ -289,6 +293,14 @@ class Request:
         self.payloads = payloads if type(payloads) is list else _list(payloads)
         self.request_meta = RequestMeta() if request_meta is None else request_meta
         self.errors = [] if errors is None else _list(errors)
+
+    def __repr__(self) -> str:
+        # A count, not every payload: a request may hold thousands, and asyncio formats the
+        # repr of a task's result on its own (``asyncio.run`` does, on the way out).
+        return (
+            f"<Request {_counted('payloads', self.payloads)}, "
+            f"{_counted('errors', self.errors)}, {self.request_meta!r}>"
+        )
 
 
 @attrs.define(eq=False)
@@ -346,7 +358,7 @@ class DecoratorResponse:
     errors: list[Any] = attrs.field(default=None, converter=_list)
 
 
-@attrs.define(eq=False, init=False)
+@attrs.define(eq=False, init=False, repr=False)
 class StoqResponse:
     """The outcome of one request; ``str()`` gives v3's JSON.
 
@@ -418,6 +430,13 @@ class StoqResponse:
 
     def __str__(self) -> str:
         return dumps(self.to_dict())
+
+    def __repr__(self) -> str:
+        # Counts only, as Request's (str() gives the whole response).
+        return (
+            f"<StoqResponse scan_id={self._scan_id!r}, {_counted('results', self.results)}, "
+            f"{_counted('errors', self.errors)}>"
+        )
 
     def split(self) -> list[dict[str, Any]]:
         """One response dict per (payload, worker result), for stores indexed by worker."""

@@ -245,3 +245,34 @@ def test_payload_digest_is_computed_once_and_shared():
     assert payload.digest() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     payload.known_digests()["sha256"] = "cached"
     assert payload.digest("sha256") == "cached"
+
+
+def test_the_repr_of_a_request_or_response_counts_payloads_instead_of_listing_them():
+    # asyncio formats the repr of a task's result (asyncio.run does, restoring SIGINT's
+    # handler), so a repr that walked 10,000 results would be paid by every such scan.
+    class Loud(PayloadMeta):
+        def __repr__(self):
+            raise AssertionError("a payload's metadata was formatted")
+
+    request = Request([Payload(b"%d" % i, Loud()) for i in range(10_000)])
+    request.errors.append(Error("boom"))
+    response = StoqResponse(request)
+
+    assert repr(request).startswith("<Request 10000 payloads, 1 error, RequestMeta(")
+    assert repr(response) == "<StoqResponse scan_id=None, 10000 results, 1 error>"
+    response.scan_id = "abc"
+    assert repr(response) == "<StoqResponse scan_id='abc', 10000 results, 1 error>"
+
+
+def test_asyncio_run_returning_a_response_does_not_format_its_results(make_stoq):
+    formatted = []
+
+    class Counted(PayloadMeta):
+        def __repr__(self):  # reprlib, which asyncio uses, would swallow a raise
+            formatted.append(self)
+            return "Counted()"
+
+    stoq = make_stoq()
+    response = asyncio.run(stoq.scan(b"content", Counted()))
+    assert len(response.results) == 1
+    assert formatted == []
