@@ -87,6 +87,11 @@ class HashPlugin(WorkerPlugin):
         known = payload.known_digests()
         if len(content) < PARALLEL_THRESHOLD:
             results = {}
+            if not known:  # the usual case: nobody has hashed this payload yet
+                for name, new in self._constructors:
+                    results[name] = new(content).hexdigest()
+                known.update(results)
+                return WorkerResponse(results)
             for name, new in self._constructors:
                 digest = known.get(name)
                 if digest is None:
