@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stoq_plugin_filedir.plugin as filedir_plugin
 
 from stoq_core import Payload, Stoq, StoqPluginException
 
@@ -157,6 +158,36 @@ def test_a_file_that_vanished_is_skipped_with_a_log_line(
 
     assert names(payloads) == ["kept.txt"]
     assert f"skipping {source / 'gone.txt'}: No such file or directory" in caplog.messages
+
+
+@pytest.mark.parametrize(("batch_files", "batch_bytes"), [(3, 1 << 20), (64, 10), (1, 1)])
+def test_files_read_in_batches_are_all_queued_in_order_with_skips_between(
+    make_stoq: Callable[..., Stoq],
+    source: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_files: int,
+    batch_bytes: int,
+) -> None:
+    # Batches end on a count, on a byte budget smaller than one file, or after every file.
+    monkeypatch.setattr(filedir_plugin, "_READ_BATCH_FILES", batch_files)
+    monkeypatch.setattr(filedir_plugin, "_READ_BATCH_BYTES", batch_bytes)
+    expected = []
+    for i in range(10):
+        if i == 4:
+            os.mkfifo(source / f"f{i}")
+            continue
+        (source / f"f{i}").write_bytes(b"%d" % i * (i + 1))
+        expected.append(f"f{i}")
+    caplog.set_level(logging.INFO, logger="stoq.filedir")
+
+    payloads = ingest(make_stoq({"source_dir": str(source)}, providers=["filedir"]))
+
+    assert names(payloads) == expected
+    assert [p.content for p in payloads] == [
+        b"%d" % int(n[1:]) * (int(n[1:]) + 1) for n in expected
+    ]
+    assert f"skipping {source / 'f4'}: not a regular file (a FIFO)" in caplog.messages
 
 
 def test_results_and_archive_directories_inside_source_dir_are_not_ingested(
