@@ -304,6 +304,37 @@ class SleepySync:
         time.sleep(1)
 
 
+class Waiting:
+    """An async worker that yields to the event loop a few times, then answers or raises.
+
+    Options: ``waits`` (how many), ``fail`` (raise ValueError after waiting), ``blocking_start``
+    (seconds of blocking work before the first wait).
+    """
+
+    finished: ClassVar[list[str]] = []  # "cancelled" when a cancellation reached the plugin
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.waits = config.getint("options", "waits", fallback=3)
+        self.fail = config.getboolean("options", "fail", fallback=False)
+        self.blocking_start = config.getfloat("options", "blocking_start", fallback=0.0)
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        import time
+
+        time.sleep(self.blocking_start)
+        try:
+            for _ in range(self.waits):
+                await asyncio.sleep(0)  # a bare yield
+            await asyncio.sleep(0.001)  # a wait on a future
+        except asyncio.CancelledError:
+            Waiting.finished.append("cancelled")
+            raise
+        if self.fail:
+            raise ValueError("failed after waiting")
+        return WorkerResponse({"waited": self.waits})
+
+
 class FetchingWorker(WorkerPlugin):
     """A v3-style worker whose helper method happens to be called ``get``."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Optional, cast
 
 import attrs
@@ -60,8 +60,8 @@ class LoadedPlugin:
     required_workers: frozenset[str]
     timeout: Optional[float] = None  #: the plugin's own ``timeout`` option; None: the core's
 
-    def call(self, hook: str, *args: Any) -> Awaitable[Any]:
-        """An awaitable of this plugin's ``hook``; a plain ``def`` runs in a daemon thread.
+    def call(self, hook: str, *args: Any) -> Coroutine[Any, Any, Any]:
+        """A coroutine of this plugin's ``hook``; a plain ``def`` runs in a daemon thread.
 
         A plain method, not a coroutine: returning the implementation's own coroutine saves a
         frame on the path every payload takes.

@@ -5,6 +5,10 @@ than the framework's whole budget for a small payload. The watchdog keeps one ti
 loop, armed for the earliest limit of the calls under way; when it fires it cancels the tasks
 whose calls are past their limit and re-arms for the next. Calls that finish in time never
 touch the timer.
+
+A call is watched only once it waits (see ``engine._call``): until its first ``await`` that
+yields to the event loop, nothing could interrupt it anyway, and most plugin calls finish
+without ever waiting.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ class Watchdog:
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = _NEVER
 
-    def enter(self, limit: float, until: Optional[float] = None) -> tuple[object, float]:
-        """Watch the current task until ``leave``: ``limit`` seconds from now (0: none), or
-        until ``until`` (event-loop time) if that comes first.
+    def enter(
+        self, limit: float, until: Optional[float] = None, elapsed: float = 0.0
+    ) -> tuple[object, float]:
+        """Watch the current task until ``leave``: ``limit`` seconds from the call's start
+        (``elapsed`` seconds ago; 0: no limit), or until ``until`` (event-loop time) if that
+        comes first.
 
         :returns: the token for ``leave`` and ``expired``, and the deadline chosen.
         """
@@ -39,7 +46,7 @@ class Watchdog:
         if loop is not self._loop:  # a new asyncio.run(): forget the old loop's calls
             self._loop, self._calls, self._expired = loop, {}, set()
             self._timer, self._timer_at = None, _NEVER
-        deadline = loop.time() + limit if limit else _NEVER
+        deadline = loop.time() - elapsed + limit if limit else _NEVER
         if until is not None and until < deadline:
             deadline = until
         task = asyncio.current_task(loop)

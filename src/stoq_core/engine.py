@@ -17,7 +17,16 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+import types
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from typing import Any, Optional, TypeVar, Union
 
 import attrs
@@ -410,16 +419,27 @@ class Stoq:
         A raise, or running past the plugin's ``timeout`` or the request's deadline (``until``,
         in event-loop time), becomes an ``Error`` and ``_FAILED`` is returned.
         """
+        # Run the call up to its first real wait without a watch: nothing could interrupt it
+        # before that, and most calls (hashing, parsing) finish without ever waiting, so they
+        # skip the watchdog's cost (the running loop, the task, the clock).
+        started = time.monotonic()
+        try:
+            call = plugin.call(hook, *args)
+            waiting_on = call.send(None)
+        except StopIteration as finished:
+            return finished.value
+        except Exception as exc:
+            return self._failed(plugin, hook, exc, errors, about)
         limit = plugin.timeout if plugin.timeout is not None else self.timeout
         if not limit and until is None:
             try:
-                return await plugin.call(hook, *args)
+                return await _carry_on(call, waiting_on)
             except Exception as exc:
                 return self._failed(plugin, hook, exc, errors, about)
         watchdog = self._watchdog
-        token, deadline = watchdog.enter(limit, until)
+        token, deadline = watchdog.enter(limit, until, time.monotonic() - started)
         try:
-            return await plugin.call(hook, *args)
+            return await _carry_on(call, waiting_on)
         except asyncio.CancelledError:
             if not watchdog.expired(token):
                 raise
@@ -924,6 +944,27 @@ class _Scan:
             self.request.errors.append(error)
         self.dropped[limit] = (error, count + 1)
         error.error = f"{limit} exceeded: {count + 1} extracted payload(s) dropped"
+
+
+@types.coroutine
+def _carry_on(call: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, None, T]:
+    """Await ``call``, a coroutine already run up to a wait on ``waiting_on`` (what it yielded).
+
+    ``waiting_on`` goes to the awaiting task as if ``call`` had yielded it there; what the task
+    sends or throws in (a cancellation) goes on to ``call``.
+    """
+    try:
+        yield waiting_on
+    except GeneratorExit:
+        call.close()
+        raise
+    except BaseException as exc:  # thrown in by the task: a cancellation, usually
+        try:
+            waiting_on = call.throw(exc)
+        except StopIteration as finished:
+            return finished.value  # type: ignore[no-any-return]
+        return (yield from _carry_on(call, waiting_on))
+    return (yield from call)  # type: ignore[no-any-return]
 
 
 async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
+import pytest
 from core_helpers import errors_of, scan
+from fakes import Waiting
 
 from stoq_core import PayloadMeta, Stoq
 
@@ -397,6 +400,42 @@ def test_a_plugin_past_its_timeout_is_abandoned_with_an_error(make_stoq, install
     assert errors_of(response, "sleepy_sync") == ["scan timed out after 0.3 s"]
     assert results[b"root"].workers == {"worker": {"worker": "worker"}}
     assert results[b"root"].plugins_run["workers"] == ["sleepy", "sleepy_sync", "worker"]
+
+
+def test_a_plugin_that_waits_is_carried_through_its_waits(make_stoq, install_plugins):
+    install_plugins({"waiting": "fakes:Waiting", "failing": "fakes:Waiting"})
+    stoq = make_stoq(plugin_opts={"failing": {"fail": "true"}}, timeout=5)
+    response, results = scan(stoq, start=["waiting", "failing"])
+    assert results[b"root"].workers == {"waiting": {"waited": 3}}
+    assert errors_of(response, "failing") == ["scan failed: ValueError: failed after waiting"]
+
+
+def test_a_time_limit_counts_from_the_call_not_from_its_first_wait(make_stoq, install_plugins):
+    # One second of blocking work, then a wait: a 1.5 s limit ends the call 0.5 s into the wait.
+    install_plugins({"slow_start": "fakes:Waiting"})
+    stoq = make_stoq(plugin_opts={"slow_start": {"blocking_start": "1.0", "waits": "100000"}})
+    stoq.timeout = 1.5
+    began = time.monotonic()
+    response, _ = scan(stoq, start=["slow_start"])
+    elapsed = time.monotonic() - began
+    assert errors_of(response, "slow_start") == ["scan timed out after 1.5 s"]
+    assert elapsed < 2.3  # counted from the wait, it would end at 2.5 s at the earliest
+
+
+def test_cancelling_a_scan_reaches_a_waiting_plugin_and_the_caller(make_stoq, install_plugins):
+    install_plugins({"waiting": "fakes:Waiting"})
+    stoq = make_stoq(plugin_opts={"waiting": {"waits": "1000000"}})
+    Waiting.finished.clear()
+
+    async def main():
+        task = asyncio.ensure_future(stoq.scan(b"x", add_start_dispatch=["waiting"]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert Waiting.finished == ["cancelled"]
 
 
 def test_the_request_deadline_returns_what_was_done(make_stoq, install_plugins):
