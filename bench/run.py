@@ -222,9 +222,15 @@ else:
     for level in range(5):
         archive = zip_of([(f"level{{level}}.bin", archive), (f"side{{level}}.txt", os.urandom(256))])
 s = Stoq(always_dispatch=["hash", "decompress"], log_dir=None, max_recursion=12)
-began = time.perf_counter()
-response = asyncio.run(s.scan(archive))
-elapsed = time.perf_counter() - began
+async def scans(times):
+    # The median of several scans in one event loop (a loop's start is not a payload's cost).
+    runs = []
+    for _ in range(times):
+        began = time.perf_counter()
+        response = await s.scan(archive)
+        runs.append(time.perf_counter() - began)
+    return response, sorted(runs)[len(runs) // 2]
+response, elapsed = asyncio.run(scans(5 if kind == "wide" else 51))
 count = len(response.results)
 # Bare: the same members read with zipfile and hashed, no framework.
 began = time.perf_counter()

@@ -335,6 +335,19 @@ class Waiting:
         return WorkerResponse({"waited": self.waits})
 
 
+class TaskRecorder:
+    """A worker that records the asyncio task each of its calls runs in, and never waits."""
+
+    tasks: ClassVar[list[object]] = []
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> None:
+        TaskRecorder.tasks.append(asyncio.current_task())
+
+
 class FetchingWorker(WorkerPlugin):
     """A v3-style worker whose helper method happens to be called ``get``."""
 

@@ -334,9 +334,11 @@ class Stoq:
             if payload.results.payload_meta.should_archive:
                 for archiver in self._dest_archivers.values():
                     calls.append((payload, archiver))
-        outcomes = await _gather(
-            self._call(archiver, "archive", (payload, request), request.errors, payload.results)
-            for payload, archiver in calls
+        outcomes = await self._call_each(
+            [
+                (archiver, "archive", (payload, request), request.errors, payload.results)
+                for payload, archiver in calls
+            ]
         )
         for (payload, archiver), outcome in zip(calls, outcomes):
             payload.results.plugins_run["archivers"].append(archiver.name)
@@ -351,9 +353,11 @@ class Stoq:
 
     async def _decorate(self, response: StoqResponse) -> None:
         decorators = list(self._decorators.values())
-        outcomes = await _gather(
-            self._call(decorator, "decorate", (response,), response.errors)
-            for decorator in decorators
+        outcomes = await self._call_each(
+            [
+                (decorator, "decorate", (response,), response.errors, None)
+                for decorator in decorators
+            ]
         )
         for decorator, outcome in zip(decorators, outcomes):
             self._take(
@@ -363,9 +367,11 @@ class Stoq:
     async def _save(self, response: StoqResponse) -> list[Error]:
         """Every connector's ``save``; returns the errors of those that failed."""
         failed: list[Error] = []
-        await _gather(
-            self._call(connector, "save", (response,), failed)
-            for connector in self._connectors.values()
+        await self._call_each(
+            [
+                (connector, "save", (response,), failed, None)
+                for connector in self._connectors.values()
+            ]
         )
         response.errors.extend(failed)
         return failed
@@ -419,10 +425,60 @@ class Stoq:
         A raise, or running past the plugin's ``timeout`` or the request's deadline (``until``,
         in event-loop time), becomes an ``Error`` and ``_FAILED`` is returned.
         """
-        # Run the call up to its first real wait without a watch: nothing could interrupt it
-        # before that, and most calls (hashing, parsing) finish without ever waiting, so they
-        # skip the watchdog's cost (the running loop, the task, the clock).
-        started = time.monotonic()
+        started = self._start(plugin, hook, args, errors, about)
+        if type(started) is not _Waiting:
+            return started
+        return await self._finish(started, plugin, hook, errors, about, until)
+
+    async def _call_each(
+        self,
+        calls: Sequence[
+            tuple[LoadedPlugin, str, tuple[Any, ...], list[Error], Optional[PayloadResults]]
+        ],
+        until: Optional[float] = None,
+    ) -> list[Any]:
+        """``_call`` for each ``(plugin, hook, args, errors, about)``: started one after another,
+        the calls that wait then wait concurrently.
+
+        What ``asyncio.gather`` over the ``_call``s would do, except that a call finishing
+        without waiting (most do) costs no task: a round of 1,000 payloads would cost 1,000.
+        """
+        outcomes: list[Any] = []
+        waiting: list[tuple[int, _Waiting]] = []
+        try:
+            for plugin, hook, args, errors, about in calls:
+                outcome = self._start(plugin, hook, args, errors, about)
+                if type(outcome) is _Waiting:
+                    waiting.append((len(outcomes), outcome))
+                outcomes.append(outcome)
+        except BaseException:
+            for _, started in waiting:
+                started.call.close()
+            raise
+        if waiting:
+            finishing = []
+            for index, started in waiting:
+                plugin, hook, _, errors, about = calls[index]
+                finishing.append(self._finish(started, plugin, hook, errors, about, until))
+            for (index, _), outcome in zip(waiting, await _gather(finishing)):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _start(
+        self,
+        plugin: LoadedPlugin,
+        hook: str,
+        args: tuple[Any, ...],
+        errors: list[Error],
+        about: Optional[PayloadResults],
+    ) -> Any:
+        """Run a call up to its first real wait: its outcome, or ``_Waiting`` if it waits.
+
+        Nothing watches the call until then (nothing could interrupt it before its first wait),
+        and most calls (hashing, parsing) finish without waiting, so they never pay for the
+        watchdog's running loop, task and clock lookups.
+        """
+        began = time.monotonic()
         try:
             call = plugin.call(hook, *args)
             waiting_on = call.send(None)
@@ -430,16 +486,29 @@ class Stoq:
             return finished.value
         except Exception as exc:
             return self._failed(plugin, hook, exc, errors, about)
+        return _Waiting(call, waiting_on, began)
+
+    async def _finish(
+        self,
+        started: _Waiting,
+        plugin: LoadedPlugin,
+        hook: str,
+        errors: list[Error],
+        about: Optional[PayloadResults],
+        until: Optional[float],
+    ) -> Any:
+        """Await a call ``_start`` left waiting, within its time limits (counted from its start)."""
         limit = plugin.timeout if plugin.timeout is not None else self.timeout
         if not limit and until is None:
             try:
-                return await _carry_on(call, waiting_on)
+                return await _carry_on(started.call, started.waiting_on)
             except Exception as exc:
                 return self._failed(plugin, hook, exc, errors, about)
         watchdog = self._watchdog
-        token, deadline = watchdog.enter(limit, until, time.monotonic() - started)
+        elapsed = time.monotonic() - started.began
+        token, deadline = watchdog.enter(limit, until, elapsed)
         try:
-            return await _carry_on(call, waiting_on)
+            return await _carry_on(started.call, started.waiting_on)
         except asyncio.CancelledError:
             if not watchdog.expired(token):
                 raise
@@ -694,7 +763,7 @@ class _Scan:
             work: dict[tuple[Payload, str], LoadedPlugin] = {}
             if stoq._dispatchers:
                 scannable = [p for p in payloads if p.results.payload_meta.should_scan]
-                picks = await _gather(self._dispatch(p) for p in scannable)
+                picks = await self._dispatch(scannable)
                 for payload, picked in zip(scannable, picks):
                     for name in dict.fromkeys([*owed.get(payload, ()), *always, *picked]):
                         self._schedule(payload, name, work)
@@ -732,16 +801,12 @@ class _Scan:
                 self._take_worker(payload, worker, outcome, round_number)
             else:
                 pairs = list(work.items())
-                outcomes = await _gather(
-                    stoq._call(
-                        worker,
-                        "scan",
-                        (payload, request),
-                        request.errors,
-                        payload.results,
-                        self.until,
-                    )
-                    for (payload, _), worker in pairs
+                outcomes = await stoq._call_each(
+                    [
+                        (worker, "scan", (payload, request), request.errors, payload.results)
+                        for (payload, _), worker in pairs
+                    ],
+                    self.until,
                 )
                 for ((payload, _), worker), outcome in zip(pairs, outcomes):
                     self._take_worker(payload, worker, outcome, round_number)
@@ -750,32 +815,41 @@ class _Scan:
                 # another round would find no work, so skip building it.
                 return
 
-    async def _dispatch(self, payload: Payload) -> list[str]:
-        """The workers the dispatchers pick for ``payload`` this round.
+    async def _dispatch(self, payloads: list[Payload]) -> list[list[str]]:
+        """The workers the dispatchers pick for each of ``payloads`` this round.
 
         Dispatchers are asked every round (they may route on new results), so an error is
         recorded once per payload, and a dispatcher that raised is not asked about it again.
         """
         stoq, request = self.stoq, self.request
-        about = payload.results
-        dispatchers = [d for d in stoq._dispatchers.values() if not self._gave_up(payload, d.name)]
-        errors: list[Error] = []
-        outcomes = await _gather(
-            stoq._call(d, "get_dispatches", (payload, request), errors, about) for d in dispatchers
+        asked = [
+            (payload, dispatcher)
+            for payload in payloads
+            for dispatcher in stoq._dispatchers.values()
+            if not self._gave_up(payload, dispatcher.name)
+        ]
+        errors: dict[Payload, list[Error]] = {payload: [] for payload in payloads}
+        outcomes = await stoq._call_each(
+            [
+                (dispatcher, "get_dispatches", (payload, request), errors[payload], payload.results)
+                for payload, dispatcher in asked
+            ]
         )
-        names: list[str] = []
-        for dispatcher, outcome in zip(dispatchers, outcomes):
+        picks: dict[Payload, list[str]] = {payload: [] for payload in payloads}
+        for (payload, dispatcher), outcome in zip(asked, outcomes):
             if outcome is _FAILED:
                 self._give_up(payload, dispatcher.name)
-            response = stoq._take(outcome, DispatcherResponse, dispatcher, errors, about, {})
+            response = stoq._take(
+                outcome, DispatcherResponse, dispatcher, errors[payload], payload.results, {}
+            )
             if response is not None:
-                names.extend(response.plugin_names)
+                picks[payload].extend(response.plugin_names)
                 payload.dispatch_meta[dispatcher.name] = response.meta
-        for error in errors:
-            key = (error.error, error.plugin_name, error.payload_id)
-            if self._first_report(key):
-                request.errors.append(error)
-        return names
+        for payload in payloads:
+            for error in errors[payload]:
+                if self._first_report((error.error, error.plugin_name, error.payload_id)):
+                    request.errors.append(error)
+        return [picks[payload] for payload in payloads]
 
     def _give_up(self, payload: Payload, plugin: str) -> None:
         """Never ask ``plugin`` about ``payload`` again in this request."""
@@ -944,6 +1018,17 @@ class _Scan:
             self.request.errors.append(error)
         self.dropped[limit] = (error, count + 1)
         error.error = f"{limit} exceeded: {count + 1} extracted payload(s) dropped"
+
+
+class _Waiting:
+    """A plugin call run up to a wait: the coroutine, what it waits on, and when it began."""
+
+    __slots__ = ("began", "call", "waiting_on")
+
+    def __init__(self, call: Coroutine[Any, Any, Any], waiting_on: Any, began: float) -> None:
+        self.call = call
+        self.waiting_on = waiting_on
+        self.began = began
 
 
 @types.coroutine

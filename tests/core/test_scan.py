@@ -8,7 +8,7 @@ import time
 
 import pytest
 from core_helpers import errors_of, scan
-from fakes import Waiting
+from fakes import TaskRecorder, Waiting
 
 from stoq_core import PayloadMeta, Stoq
 
@@ -243,6 +243,24 @@ def test_the_workers_of_a_round_run_concurrently(make_stoq):
     response, results = scan(stoq, start=["worker", "worker2"])
     assert response.errors == []
     assert set(results[b"root"].workers) == {"worker", "worker2"}
+
+
+def test_calls_that_never_wait_run_in_the_scans_own_task(make_stoq, install_plugins):
+    # A task per call would cost more than most calls: only calls that wait get one.
+    install_plugins({"recorder": "fakes:TaskRecorder"})
+    stoq = make_stoq(
+        always_dispatch=["recorder", "extractor"],
+        plugin_opts={"extractor": {"extract": {"root": ["a", "b", "c"]}}},
+    )
+    TaskRecorder.tasks.clear()
+
+    async def main():
+        response = await stoq.scan(b"root")
+        return response, asyncio.current_task()
+
+    response, scan_task = asyncio.run(main())
+    assert len(response.results) == 4
+    assert TaskRecorder.tasks == [scan_task] * 4
 
 
 def test_a_raising_worker_is_recorded_as_run_with_an_error(make_stoq):
