@@ -287,8 +287,8 @@ class Stoq:
         if ratelimit:
             await self._wait_ratelimit(ratelimit)
         request = Request([Payload(content, payload_meta)], request_meta)
-        response, _ = await self._scan_and_save(request, add_start_dispatch)
-        return response
+        # Through scan_request, as in v3: a subclass that overrides it sees every scan.
+        return await self.scan_request(request, add_start_dispatch)
 
     async def _wait_ratelimit(self, ratelimit: str) -> None:
         try:

@@ -542,3 +542,16 @@ def test_bytes_sets_and_datetimes_are_acceptable_results(make_stoq):
     response, results = scan(stoq, start=["worker"])
     assert response.errors == []
     assert results[b"root"].workers["worker"]["raw"] == b"\x00MZ"
+
+
+def test_scan_goes_through_scan_request_so_a_subclass_sees_every_scan(tmp_path):
+    class Counting(Stoq):
+        requests = 0
+
+        async def scan_request(self, request, add_start_dispatch=None):
+            Counting.requests += 1
+            return await super().scan_request(request, add_start_dispatch)
+
+    stoq = Counting(base_dir=str(tmp_path), log_dir=None, plugin_dir_list=[])
+    asyncio.run(stoq.scan(b"one"))
+    assert Counting.requests == 1
