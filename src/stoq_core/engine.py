@@ -794,10 +794,15 @@ class _Scan:
                 return
             known = len(payloads)
             if len(work) == 1:
+                # ``_call`` written out: most requests take this path, and most calls finish
+                # without waiting, so they are spared a coroutine.
                 (((payload, _), worker),) = work.items()
-                outcome = await stoq._call(
-                    worker, "scan", (payload, request), request.errors, payload.results, self.until
-                )
+                results = payload.results
+                outcome = stoq._start(worker, "scan", (payload, request), request.errors, results)
+                if type(outcome) is _Waiting:
+                    outcome = await stoq._finish(
+                        outcome, worker, "scan", request.errors, results, self.until
+                    )
                 self._take_worker(payload, worker, outcome, round_number)
             else:
                 pairs = list(work.items())
