@@ -480,7 +480,7 @@ class Stoq:
         """
         began = time.monotonic()
         try:
-            call = plugin.call(hook, *args)
+            call = plugin.callers[hook](*args)
             waiting_on = call.send(None)
         except StopIteration as finished:
             return finished.value
