@@ -517,6 +517,18 @@ def test_results_that_cannot_be_written_as_json_are_dropped_with_an_error(make_s
         response.to_dict()  # and the response itself still serialises
 
 
+def test_deep_results_without_a_cycle_are_kept(make_stoq):
+    stoq = make_stoq()
+    worker = stoq.load_plugin("worker")
+    deep: dict[str, object] = {"leaf": b"bytes", "when": {1, 2}}
+    for _ in range(200):
+        deep = {"down": [deep]}
+    worker.results = deep
+    response, results = scan(stoq, start=["worker"])
+    assert response.errors == []
+    assert results[b"root"].workers["worker"] is deep
+
+
 def test_huge_results_are_dropped_with_an_error(make_stoq):
     stoq = make_stoq(max_result_size=1000)
     worker = stoq.load_plugin("worker")
