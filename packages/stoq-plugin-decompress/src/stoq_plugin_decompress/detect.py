@@ -24,6 +24,9 @@ _GZIP = b"\x1f\x8b\x08"  # magic and the only method gzip defines (deflate)
 _XZ = b"\xfd7zXZ\x00"
 _BZIP2_BLOCKS = (b"1AY&SY", b"\x17rE8P\x90")  # first block, or end of an empty stream
 
+# The dictionary sizes lzma and 7-Zip write: 2^n and 3 * 2^n bytes, from 4 KiB to 1.5 GiB.
+_LZMA_DICTIONARIES = frozenset({1 << n for n in range(12, 31)} | {3 << n for n in range(11, 30)})
+
 Format = tuple[str, Optional[str]]  # (archive type, compression of a tar)
 
 
@@ -74,9 +77,8 @@ def _is_lzma_alone(head: bytes) -> bool:
     if len(head) < 13 or head[0] >= 9 * 5 * 5:
         return False
     dictionary = int.from_bytes(head[1:5], "little")
-    usual = {1 << n for n in range(12, 31)} | {3 << n for n in range(11, 30)}
     length = int.from_bytes(head[5:13], "little")
-    return dictionary in usual and (length == (1 << 64) - 1 or length < 1 << 40)
+    return dictionary in _LZMA_DICTIONARIES and (length == (1 << 64) - 1 or length < 1 << 40)
 
 
 def _starts_with_tar(content: Any, compression: str) -> bool:
