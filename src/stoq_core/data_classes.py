@@ -40,6 +40,11 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
 
 
+# hashlib's named constructors: hashlib.new() looks the name up on every call.
+_HASHES: dict[str, Callable[[Any], Any]] = {
+    name: getattr(hashlib, name) for name in ("md5", "sha1", "sha256", "sha512")
+}
+
 # The variant nibble of an RFC 4122 UUID is 10xx: 8, 9, a or b.
 _VARIANT = "89ab" * 4
 
@@ -260,16 +265,14 @@ class Payload:
         """
         known = self._digests.get(algorithm)
         if known is None:
-            known = self._digests[algorithm] = hashlib.new(algorithm, self.content).hexdigest()
+            new = _HASHES.get(algorithm)
+            digest = new(self.content) if new is not None else hashlib.new(algorithm, self.content)
+            known = self._digests[algorithm] = digest.hexdigest()
         return known
 
     def known_digests(self) -> dict[str, str]:
         """The digests already computed, by hashlib name (a live view: add to it to share one)."""
         return self._digests
-
-
-def _payload_meta(meta: Optional[PayloadMeta]) -> PayloadMeta:
-    return PayloadMeta() if meta is None else meta
 
 
 def _counted(what: str, items: list[Any]) -> str:
@@ -303,12 +306,19 @@ class Request:
         )
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class ExtractedPayload:
     """A payload a worker carved out of the one it scanned."""
 
-    content: Any = attrs.field(converter=_bytes, repr=False)
-    payload_meta: PayloadMeta = attrs.field(default=None, converter=_payload_meta)
+    content: Any = attrs.field(repr=False)
+    payload_meta: PayloadMeta
+
+    # Hand-written: an archive of thousands of members makes thousands of these.
+    def __init__(
+        self, content: Union[bytes, str], payload_meta: Optional[PayloadMeta] = None
+    ) -> None:
+        self.content = _bytes(content)
+        self.payload_meta = PayloadMeta() if payload_meta is None else payload_meta
 
 
 @attrs.define(eq=False, init=False)

@@ -94,10 +94,9 @@ def is_tar_header(block: bytes) -> bool:
     if len(block) < 512 or block[0] == 0:
         return False
     field = block[148:156].replace(b"\x00", b" ").strip()
-    try:
-        stored = int(field, 8)
-    except ValueError:
-        return False
+    if not field or field.strip(b"01234567"):
+        return False  # not an octal number: checked before int(), as most payloads fail here
+    stored = int(field, 8)
     # The checksum is computed with its own field taken as eight spaces; some old tars summed
     # signed bytes, which tarfile accepts too.
     rest = block[:148] + block[156:512]
