@@ -4,36 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 from cli_support import StoqRunner
-
-from stoq_core.testing import write_distribution
-
-MODULE = """
-from stoq_core import WorkerResponse, hookimpl
-
-class Plugin:
-    def __init__(self, config):
-        pass
-
-    @hookimpl
-    async def scan(self, payload, request):
-        return WorkerResponse({"from": __name__})
-"""
-
-
-def settle(*paths: Path) -> None:
-    past = time.time() - 60
-    for path in paths:
-        os.utime(path, (past, past))
-
-
-def publish(site: Path, name: str) -> None:
-    write_distribution(site, f"stoq-{name.replace('_', '-')}", {name: f"{name}:Plugin"})
-    (site / f"{name}.py").write_text(MODULE)
+from index_helpers import publish, settle
 
 
 def index_files(home: Path) -> list[Path]:

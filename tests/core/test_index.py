@@ -5,34 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from index_helpers import publish, settle
 
 import stoq_core
 from stoq_core import _index
-from stoq_core.testing import scan_sync, write_distribution
-
-PLUGIN_MODULE = """
-from stoq_core import WorkerResponse, hookimpl
-
-class Plugin:
-    def __init__(self, config):
-        pass
-
-    @hookimpl
-    async def scan(self, payload, request):
-        return WorkerResponse({"tag": TAG})
-"""
-
-
-def settle(*paths: Path) -> None:
-    """Date ``paths`` a minute back, as if the installs happened before this run."""
-    past = time.time() - 60
-    for path in paths:
-        os.utime(path, (past, past))
+from stoq_core.testing import scan_sync
 
 
 @pytest.fixture
@@ -56,18 +37,13 @@ def index_file(site: Path) -> Path:
     return site.parent / "index.json"
 
 
-def publish(site: Path, dist: str, name: str, module: str, tag: str) -> None:
-    write_distribution(site, dist, {name: f"{module}:Plugin"})
-    (site / f"{module}.py").write_text(f"TAG = {tag!r}\n{PLUGIN_MODULE}")
-
-
 def test_the_index_is_written_once_the_path_is_still_and_read_back(site: Path) -> None:
-    publish(site, "stoq-idx-one", "idx_one", "idx_one_module", "one")
+    publish(site, "idx_one")
     settle(site)
     found = _index.entry_points()
     assert found["idx_one"][0].dist_name == "stoq-idx-one"
     saved = json.loads(index_file(site).read_text())
-    assert saved["entry_points"]["idx_one"][0]["value"] == "idx_one_module:Plugin"
+    assert saved["entry_points"]["idx_one"][0]["value"] == "idx_one:Plugin"
 
     # A new process (the in-memory copy dropped) takes the file as it is: proven by editing it.
     saved["entry_points"]["idx_one"][0]["summary"] = "read from the index"
@@ -77,26 +53,26 @@ def test_the_index_is_written_once_the_path_is_still_and_read_back(site: Path) -
 
 
 def test_an_entry_from_the_index_loads_and_scans(site: Path, tmp_path: Path) -> None:
-    publish(site, "stoq-idx-scan", "idx_scan", "idx_scan_module", "from index")
+    publish(site, "idx_scan")
     settle(site)
     _index.entry_points()
     stoq_core.use_entry_point_index(index_file(site))  # the next lookup reads the file
     stoq = stoq_core.Stoq(base_dir=str(tmp_path), log_dir=None, always_dispatch=["idx_scan"])
     response = scan_sync(stoq, b"x")
-    assert response.results[0].workers == {"idx_scan": {"tag": "from index"}}
+    assert response.results[0].workers == {"idx_scan": {"from": "idx_scan"}}
 
 
 def test_a_distribution_installed_later_is_seen(site: Path) -> None:
-    publish(site, "stoq-idx-first", "idx_first", "idx_first_module", "first")
+    publish(site, "idx_first")
     settle(site)
     assert set(_index.entry_points()) >= {"idx_first"}
-    publish(site, "stoq-idx-later", "idx_later", "idx_later_module", "later")
+    publish(site, "idx_later")
     stoq_core.use_entry_point_index(index_file(site))
     assert {"idx_first", "idx_later"} <= set(_index.entry_points())
 
 
 def test_a_removed_distribution_is_forgotten(site: Path) -> None:
-    publish(site, "stoq-idx-gone", "idx_gone", "idx_gone_module", "gone")
+    publish(site, "idx_gone")
     settle(site)
     assert "idx_gone" in _index.entry_points()
     for path in sorted(site.glob("stoq_idx_gone-*.dist-info/*")):
@@ -107,7 +83,7 @@ def test_a_removed_distribution_is_forgotten(site: Path) -> None:
 
 
 def test_a_path_changed_in_the_last_seconds_is_not_trusted(site: Path) -> None:
-    publish(site, "stoq-idx-racy", "idx_racy", "idx_racy_module", "racy")
+    publish(site, "idx_racy")
     assert "idx_racy" in _index.entry_points()
     assert not index_file(site).exists()
 
@@ -117,7 +93,7 @@ def test_a_new_path_entry_invalidates_the_index(site: Path, tmp_path: Path) -> N
     _index.entry_points()
     assert index_file(site).exists()
     other = tmp_path / "other"
-    publish(other, "stoq-idx-other", "idx_other", "idx_other_module", "other")
+    publish(other, "idx_other")
     sys.path.insert(0, str(other))
     try:
         stoq_core.use_entry_point_index(index_file(site))
@@ -128,7 +104,7 @@ def test_a_new_path_entry_invalidates_the_index(site: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("content", ["", "{not json", '{"fingerprint": 1}', "[]", '{"a": 1}'])
 def test_a_broken_index_is_ignored_and_rewritten(site: Path, content: str) -> None:
-    publish(site, "stoq-idx-broken", "idx_broken", "idx_broken_module", "broken")
+    publish(site, "idx_broken")
     settle(site)
     index_file(site).write_text(content)
     assert "idx_broken" in _index.entry_points()
@@ -136,7 +112,7 @@ def test_a_broken_index_is_ignored_and_rewritten(site: Path, content: str) -> No
 
 
 def test_refresh_reads_the_metadata_even_when_the_index_matches(site: Path) -> None:
-    publish(site, "stoq-idx-fresh", "idx_fresh", "idx_fresh_module", "fresh")
+    publish(site, "idx_fresh")
     settle(site)
     _index.entry_points()
     saved = json.loads(index_file(site).read_text())
@@ -152,7 +128,7 @@ def test_an_index_that_cannot_be_written_costs_nothing_but_time(site: Path, tmp_
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        publish(site, "stoq-idx-ro", "idx_ro", "idx_ro_module", "ro")
+        publish(site, "idx_ro")
         settle(site)
         stoq_core.use_entry_point_index(locked / "cache" / "index.json")
         assert "idx_ro" in _index.entry_points()
@@ -164,7 +140,7 @@ def test_an_index_under_a_file_costs_nothing_but_time(site: Path, tmp_path: Path
     # Works as root too: a path under a regular file cannot be created by anyone.
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
-    publish(site, "stoq-idx-blocked", "idx_blocked", "idx_blocked_module", "blocked")
+    publish(site, "idx_blocked")
     settle(site)
     stoq_core.use_entry_point_index(blocker / "cache" / "index.json")
     assert "idx_blocked" in _index.entry_points()
