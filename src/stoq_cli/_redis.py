@@ -13,7 +13,6 @@ stdout carries only data: task ids (``submit``) or results as JSON lines (``subm
 from __future__ import annotations
 
 import asyncio
-import configparser
 import importlib
 import json
 import sys
@@ -52,7 +51,7 @@ class RedisTarget:
     ) -> RedisTarget:
         """The command line's values, else the ``[redis]`` section of stoq.cfg's, else defaults.
 
-        :raises CliError: stoq.cfg cannot be read or parsed.
+        :raises StoqException: stoq.cfg cannot be read or parsed.
         """
         section = _config_section(home)
         return cls(
@@ -71,25 +70,10 @@ class RedisTarget:
 
 
 def _config_section(home: StoqHome) -> dict[str, str]:
-    path = home.config_file
-    if not path.is_file():
-        return {}
-    # Read as the core reads stoq.cfg (v3's ConfigParser: '%%' is a literal '%').
-    parser = configparser.ConfigParser()
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            parser.read_file(handle)
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise CliError(f"{path} is not a valid stoq.cfg: {first_line}") from None
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    if not parser.has_section(_SECTION):
-        return {}
-    try:
-        return dict(parser.items(_SECTION))
-    except configparser.Error as exc:
-        raise CliError(f"{path}: [{_SECTION}]: {str(exc).splitlines()[0]}") from None
+    # Read as the engine reads stoq.cfg (v3's ConfigParser: '%%' is a literal '%').
+    from stoq_core.config import read_stoq_cfg
+
+    return read_stoq_cfg(str(home.config_file)).get(_SECTION, {})
 
 
 def _client_module(command: str) -> Any:

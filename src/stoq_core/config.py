@@ -8,12 +8,16 @@ plugin's ``fallback=`` values).
 
 from __future__ import annotations
 
+import configparser
 import json
+import os
 from collections.abc import Mapping
 from configparser import ConfigParser, InterpolationError
 from typing import Any
 
-__all__ = ["StoqConfigParser", "option_text", "section_values"]
+from stoq_core.exceptions import StoqException
+
+__all__ = ["StoqConfigParser", "option_text", "read_stoq_cfg", "section_values"]
 
 _UNSET: Any = object()
 
@@ -108,3 +112,23 @@ def section_values(parser: ConfigParser, section: str) -> dict[str, str]:
         except InterpolationError:
             values[key] = parser.get(section, key, raw=True)
     return values
+
+
+def read_stoq_cfg(path: str) -> dict[str, dict[str, str]]:
+    """The sections of the stoq.cfg at ``path`` as v3 read them (``%%`` is ``%``); ``{}`` if
+    there is no such file.
+
+    :raises StoqException: it cannot be read or parsed (one line saying why).
+    """
+    if not os.path.isfile(path):
+        return {}
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            parser.read_file(handle)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise StoqException(f"{path} is not a valid stoq.cfg: {first_line}") from None
+    except OSError as exc:
+        raise StoqException(f"cannot read {path}: {exc.strerror}") from None
+    return {section: section_values(parser, section) for section in parser.sections()}

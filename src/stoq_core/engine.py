@@ -12,7 +12,6 @@ and the payload, so one failing plugin never stops a scan.
 from __future__ import annotations
 
 import asyncio
-import configparser
 import inspect
 import logging
 import os
@@ -34,7 +33,7 @@ import attrs
 from stoq_core import _logging
 from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
 from stoq_core._watchdog import Watchdog
-from stoq_core.config import StoqConfigParser, section_values
+from stoq_core.config import StoqConfigParser, read_stoq_cfg
 from stoq_core.data_classes import (
     ArchiverResponse,
     DecoratorResponse,
@@ -1088,17 +1087,6 @@ def _fresh(request_meta: Optional[RequestMeta]) -> RequestMeta:
 def _read_config(path: str) -> StoqConfigParser:
     """stoq.cfg, read as v3 read it (``%%`` is ``%``), if it exists."""
     config = StoqConfigParser()
-    if not os.path.isfile(path):
-        return config
-    v3 = configparser.ConfigParser()
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            v3.read_file(handle)
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise StoqException(f"{path} is not a valid stoq.cfg: {first_line}") from None
-    except OSError as exc:
-        raise StoqException(f"cannot read {path}: {exc.strerror}") from None
-    for section in v3.sections():
-        config.set_options(section, section_values(v3, section))
+    for section, values in read_stoq_cfg(path).items():
+        config.set_options(section, values)
     return config
