@@ -11,6 +11,18 @@ from pathlib import Path
 from cli_support import StoqRunner
 
 
+def _start(stoq: StoqRunner, *args: str) -> subprocess.Popen[bytes]:
+    """``stoq ARGS`` running in the background, its output piped, for tests that signal it."""
+    return subprocess.Popen(
+        stoq.command(*args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=stoq.env,
+        cwd=stoq.cwd,
+    )
+
+
 def _wait_for(path: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -87,14 +99,11 @@ def test_ctrl_c_stops_the_providers_and_drains_what_was_queued(
     stoq: StoqRunner, tmp_path: Path
 ) -> None:
     marker = tmp_path / "queued"
-    process = subprocess.Popen(
-        stoq.command(
-            "run", "-P", "cli_endless", "-a", "cli_slow",
-            "--plugin-opts", f"cli_endless:marker={marker}", "cli_endless:count=4",
-            "cli_slow:seconds=0.3",
-        ),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+    process = _start(
+        stoq,
+        "run", "-P", "cli_endless", "-a", "cli_slow",
+        "--plugin-opts", f"cli_endless:marker={marker}", "cli_endless:count=4",
+        "cli_slow:seconds=0.3",
     )  # fmt: skip
     try:
         _wait_for(marker)
@@ -114,13 +123,10 @@ def test_ctrl_c_stops_the_providers_and_drains_what_was_queued(
 
 def test_a_second_ctrl_c_aborts_the_scans_in_flight(stoq: StoqRunner, tmp_path: Path) -> None:
     marker = tmp_path / "queued"
-    process = subprocess.Popen(
-        stoq.command(
-            "run", "-P", "cli_endless", "-a", "cli_slow",
-            "--plugin-opts", f"cli_endless:marker={marker}", "cli_slow:seconds=600",
-        ),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+    process = _start(
+        stoq,
+        "run", "-P", "cli_endless", "-a", "cli_slow",
+        "--plugin-opts", f"cli_endless:marker={marker}", "cli_slow:seconds=600",
     )  # fmt: skip
     try:
         _wait_for(marker)
@@ -138,13 +144,10 @@ def test_a_second_ctrl_c_aborts_the_scans_in_flight(stoq: StoqRunner, tmp_path: 
 
 def test_sigterm_drains_like_ctrl_c(stoq: StoqRunner, tmp_path: Path) -> None:
     marker = tmp_path / "queued"
-    process = subprocess.Popen(
-        stoq.command(
-            "run", "-P", "cli_endless", "-a", "cli_echo",
-            "--plugin-opts", f"cli_endless:marker={marker}", "cli_endless:count=2",
-        ),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+    process = _start(
+        stoq,
+        "run", "-P", "cli_endless", "-a", "cli_echo",
+        "--plugin-opts", f"cli_endless:marker={marker}", "cli_endless:count=2",
     )  # fmt: skip
     try:
         _wait_for(marker)
@@ -159,12 +162,9 @@ def test_sigterm_drains_like_ctrl_c(stoq: StoqRunner, tmp_path: Path) -> None:
 
 def test_a_closed_stdout_ends_the_run_quietly(stoq: StoqRunner) -> None:
     # As in 'stoq run ... | head -1': the reader leaves after one line.
-    process = subprocess.Popen(
-        stoq.command(
-            "run", "-P", "cli_burst", "-a", "cli_echo", "--plugin-opts", "cli_burst:count=5000"
-        ),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+    process = _start(
+        stoq,
+        "run", "-P", "cli_burst", "-a", "cli_echo", "--plugin-opts", "cli_burst:count=5000"
     )  # fmt: skip
     try:
         assert process.stdout is not None
