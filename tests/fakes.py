@@ -307,8 +307,9 @@ class SleepySync:
 class Waiting:
     """An async worker that yields to the event loop a few times, then answers or raises.
 
-    Options: ``waits`` (how many), ``fail`` (raise ValueError after waiting), ``blocking_start``
-    (seconds of blocking work before the first wait).
+    Options: ``waits`` (how many bare yields), ``sleep`` (seconds of the last wait, on a future;
+    default 0.001), ``fail`` (raise ValueError after waiting), ``blocking_start`` (seconds of
+    blocking work before the first wait).
     """
 
     finished: ClassVar[list[str]] = []  # "cancelled" when a cancellation reached the plugin
@@ -317,6 +318,7 @@ class Waiting:
         self.waits = config.getint("options", "waits", fallback=3)
         self.fail = config.getboolean("options", "fail", fallback=False)
         self.blocking_start = config.getfloat("options", "blocking_start", fallback=0.0)
+        self.sleep = config.getfloat("options", "sleep", fallback=0.001)
 
     @hookimpl
     async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
@@ -326,7 +328,7 @@ class Waiting:
         try:
             for _ in range(self.waits):
                 await asyncio.sleep(0)  # a bare yield
-            await asyncio.sleep(0.001)  # a wait on a future
+            await asyncio.sleep(self.sleep)  # a wait on a future
         except asyncio.CancelledError:
             Waiting.finished.append("cancelled")
             raise

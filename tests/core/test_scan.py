@@ -431,7 +431,7 @@ def test_a_plugin_that_waits_is_carried_through_its_waits(make_stoq, install_plu
 def test_a_time_limit_counts_from_the_call_not_from_its_first_wait(make_stoq, install_plugins):
     # One second of blocking work, then a wait: a 1.5 s limit ends the call 0.5 s into the wait.
     install_plugins({"slow_start": "fakes:Waiting"})
-    stoq = make_stoq(plugin_opts={"slow_start": {"blocking_start": "1.0", "waits": "100000"}})
+    stoq = make_stoq(plugin_opts={"slow_start": {"blocking_start": "1.0", "sleep": "60"}})
     stoq.timeout = 1.5
     began = time.monotonic()
     response, _ = scan(stoq, start=["slow_start"])
@@ -442,7 +442,7 @@ def test_a_time_limit_counts_from_the_call_not_from_its_first_wait(make_stoq, in
 
 def test_cancelling_a_scan_reaches_a_waiting_plugin_and_the_caller(make_stoq, install_plugins):
     install_plugins({"waiting": "fakes:Waiting"})
-    stoq = make_stoq(plugin_opts={"waiting": {"waits": "1000000"}})
+    stoq = make_stoq(plugin_opts={"waiting": {"sleep": "60"}})
     Waiting.finished.clear()
 
     async def main():
