@@ -313,6 +313,7 @@ class Waiting:
     """
 
     finished: ClassVar[list[str]] = []  # "cancelled" when a cancellation reached the plugin
+    waited: ClassVar[list[float]] = []  # seconds from the first wait to each cancellation
 
     def __init__(self, config: StoqConfigParser) -> None:
         self.waits = config.getint("options", "waits", fallback=3)
@@ -325,12 +326,14 @@ class Waiting:
         import time
 
         time.sleep(self.blocking_start)
+        first_wait = time.monotonic()
         try:
             for _ in range(self.waits):
                 await asyncio.sleep(0)  # a bare yield
             await asyncio.sleep(self.sleep)  # a wait on a future
         except asyncio.CancelledError:
             Waiting.finished.append("cancelled")
+            Waiting.waited.append(time.monotonic() - first_wait)
             raise
         if self.fail:
             raise ValueError("failed after waiting")
