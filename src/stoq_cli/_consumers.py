@@ -52,8 +52,14 @@ def child_arguments(options: EngineOptions) -> list[str]:
         names = getattr(options, name)
         if names:
             args += [flag, ",".join(names)]
-    if options.max_recursion is not None:
-        args += ["--max-recursion", str(options.max_recursion)]
+    limits: tuple[tuple[str, Optional[float]], ...] = (
+        ("--max-recursion", options.max_recursion),
+        ("--timeout", options.timeout),
+        ("--deadline", options.deadline),
+    )
+    for flag, limit in limits:
+        if limit is not None:
+            args += [flag, repr(limit)]
     for plugin, values in (options.plugin_opts or {}).items():
         for key, value in values.items():
             args += ["--plugin-opts", f"{plugin}:{key}={value}"]

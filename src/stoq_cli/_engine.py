@@ -80,6 +80,8 @@ class EngineOptions:
     source_archivers: Optional[list[str]] = None
     providers: Optional[list[str]] = None
     max_recursion: Optional[int] = None
+    timeout: Optional[float] = None
+    deadline: Optional[float] = None
     plugin_opts: Optional[dict[str, dict[str, str]]] = None
     request_source: Optional[str] = None
     request_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -157,6 +159,8 @@ def build_stoq(home: StoqHome, options: EngineOptions, fresh: bool = False) -> S
         decorators=options.decorators,
         always_dispatch=options.always_dispatch,
         max_recursion=options.max_recursion,
+        timeout=options.timeout,
+        deadline=options.deadline,
         **kwargs,
     )
 

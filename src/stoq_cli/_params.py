@@ -270,6 +270,20 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             "[default: stoq.cfg, else 10].",
         ),
         click.option(
+            "--timeout",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="Seconds one plugin call may take before it is abandoned with an error; 0: "
+            "no limit; a plugin's own timeout option beats it [default: stoq.cfg, else 600].",
+        ),
+        click.option(
+            "--deadline",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="Seconds one request's scan may take in all; at the deadline the response "
+            "holds what was done; 0: no limit [default: stoq.cfg, else 0].",
+        ),
+        click.option(
             "--plugin-opts",
             cls=ContinuedOption,
             continues=_plugin_opt_word,

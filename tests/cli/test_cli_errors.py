@@ -239,6 +239,12 @@ def test_a_negative_max_recursion(invoke: Invoke, sample: Path) -> None:
     assert_usage_error(invoke("scan", str(sample), "--max-recursion", "-1"), "--max-recursion")
 
 
+@pytest.mark.parametrize("option", ["--timeout", "--deadline"])
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_a_bad_time_limit(invoke: Invoke, sample: Path, option: str, value: str) -> None:
+    assert_usage_error(invoke("scan", str(sample), option, value), option)
+
+
 def test_an_empty_plugin_name(invoke: Invoke, sample: Path) -> None:
     assert_usage_error(invoke("scan", str(sample), "-s", ","), "names no plugin")
 

@@ -293,6 +293,18 @@ def test_run_with_consumers_relays_every_childs_json_lines_whole(stoq: StoqRunne
     }
 
 
+def test_run_with_consumers_gives_each_child_the_time_limits(stoq: StoqRunner) -> None:
+    done = stoq(
+        "run", "--consumers", "2", "-P", "cli_burst", "-a", "cli_slow", "--timeout", "0.25",
+        "--plugin-opts", "cli_burst:count=2", "cli_slow:seconds=60",
+    )  # fmt: skip
+
+    assert done.code == 1
+    responses = done.lines()
+    assert len(responses) == 4
+    assert {e["error"] for r in responses for e in r["errors"]} == {"scan timed out after 0.25 s"}
+
+
 def test_run_with_consumers_exits_with_the_worst_childs_code(stoq: StoqRunner) -> None:
     done = stoq("run", "--consumers", "2", "-P", "cli_burst", "-a", "cli_fail")
 
