@@ -24,13 +24,18 @@ from cli_support import Done, StoqRunner
 REDIS_SERVER = shutil.which("redis-server")
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (as far as anyone can know)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class RedisServer:
     """A ``redis-server`` on 127.0.0.1 with no persistence, its files in ``directory``."""
 
     def __init__(self, directory: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         assert REDIS_SERVER is not None
         self.process = subprocess.Popen(
@@ -361,11 +366,16 @@ def test_submit_of_a_missing_file_is_a_one_line_error_and_sends_nothing(
 def test_submit_to_an_unreachable_redis_is_a_one_line_error(
     stoq: StoqRunner, samples: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    done = stoq("submit", str(samples), "--url", f"redis://127.0.0.1:{free_port()}/0")
 
-    done = stoq("submit", str(samples), "--url", f"redis://127.0.0.1:{port}/0")
+    assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_results_from_an_unreachable_redis_is_a_one_line_error(
+    stoq: StoqRunner, follow: list[str]
+) -> None:
+    done = stoq("results", *follow, "--url", f"redis://127.0.0.1:{free_port()}/0")
 
     assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,48 @@ def test_an_unreachable_redis_is_a_one_line_error(tmp_path: Path) -> None:
 
     with pytest.raises(StoqException, match=r"cannot reach Redis at redis://127\.0\.0\.1:"):
         asyncio.run(submit([b"x"], url=url))
+
+
+def test_results_from_an_unreachable_redis_fail_at_once() -> None:
+    # A wrong url is not an outage to wait out: nothing has answered yet.
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    began = time.monotonic()
+
+    with pytest.raises(StoqException, match=r"cannot reach Redis at redis://127\.0\.0\.1:"):
+        read_all(url=url, follow=True)
+
+    assert time.monotonic() - began < 20  # the patience for a later outage is 30 s
+
+
+def test_results_with_follow_ride_out_a_redis_restart(
+    make_server: Callable[..., RedisServer],
+) -> None:
+    server = make_server(appendonly=True)
+    db = server.client()
+    db.xadd("stoq:results", {"result": json.dumps({"n": 1})})
+
+    async def scenario() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+
+        async def follow() -> None:
+            async for response in results(url=server.url, follow=True, start="0-0"):
+                seen.append(response)
+                if len(seen) == 2:
+                    return
+
+        follower = asyncio.ensure_future(follow())
+        while not seen:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(1)
+        await asyncio.to_thread(server.start)
+        await asyncio.to_thread(
+            server.client().xadd, "stoq:results", {"result": json.dumps({"n": 2})}
+        )
+        await asyncio.wait_for(follower, 30)
+        return seen
+
+    assert asyncio.run(scenario()) == [{"n": 1}, {"n": 2}]
 
 
 def test_results_reads_every_saved_response_from_the_start(

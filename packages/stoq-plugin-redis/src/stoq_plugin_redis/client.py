@@ -213,23 +213,28 @@ async def results(
     :param follow: after the last one, wait for more (until cancelled) instead of returning.
     :param start: a results-stream entry id to read after; ``"0-0"`` reads from the start,
         ``"$"`` only what arrives from now on.
-    :raises StoqException: Redis cannot be reached.
+    :raises StoqException: Redis cannot be reached: at once if it cannot be reached at first
+        (a wrong url, say), after 30 s of trying if it goes away later.
     """
     client = connect(url, password)
+    patience = 0.0  # until Redis has answered once
     try:
         last = start
         if last == "$":
             newest: Any = await _run(
-                functools.partial(client.xrevrange, results_stream, count=1), url
+                functools.partial(client.xrevrange, results_stream, count=1), url, patience
             )
             last = text(newest[0][0]) if newest else "0-0"
+            patience = _PATIENCE
         while True:
             reply = await _run(
                 functools.partial(
                     client.xread, {results_stream: last}, count=500, block=1000 if follow else None
                 ),
                 url,
+                patience,
             )
+            patience = _PATIENCE
             entries = _entries(reply)
             if not entries:
                 if follow:
@@ -330,8 +335,8 @@ def _entries(reply: Any) -> list[Any]:
     return list(reply[0][1])
 
 
-async def _run(operation: Callable[[], Awaitable[T]], url: str) -> T:
+async def _run(operation: Callable[[], Awaitable[T]], url: str, patience: float = _PATIENCE) -> T:
     try:
-        return await retrying(operation, "reading results", log, _PATIENCE)
+        return await retrying(operation, "reading results", log, patience)
     except redis.exceptions.RedisError as exc:
         raise StoqException(describe(exc, url)) from None
