@@ -7,6 +7,7 @@ plugin names, exactly as a real plugin would be configured.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from typing import Any, ClassVar
 
@@ -351,6 +352,42 @@ class TaskRecorder:
     @hookimpl
     async def scan(self, payload: Payload, request: Request) -> None:
         TaskRecorder.tasks.append(asyncio.current_task())
+
+
+#: What ``ContextMarker`` sets, and the values its calls saw.
+MARK: contextvars.ContextVar[str] = contextvars.ContextVar("MARK", default="unset")
+
+
+class ContextMarker:
+    """A worker that records the ``MARK`` it sees, then sets ``MARK`` to its own name.
+
+    Option: ``waits`` (bare yields after setting it, before looking at it again; default 0).
+    """
+
+    seen: ClassVar[list[tuple[str, str]]] = []  # (plugin name, "before: X" or "after: X")
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.name = config.get("Core", "Name")
+        self.waits = config.getint("options", "waits", fallback=0)
+
+    def mark(self) -> None:
+        ContextMarker.seen.append((self.name, f"before: {MARK.get()}"))
+        MARK.set(self.name)
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> None:
+        self.mark()
+        for _ in range(self.waits):
+            await asyncio.sleep(0)
+        ContextMarker.seen.append((self.name, f"after: {MARK.get()}"))
+
+
+class BlockingContextMarker(ContextMarker):
+    """``ContextMarker`` as a plain ``def`` hook, which runs in a thread."""
+
+    @hookimpl
+    def scan(self, payload: Payload, request: Request) -> None:  # type: ignore[override]
+        self.mark()
 
 
 class FetchingWorker(WorkerPlugin):

@@ -9,6 +9,7 @@ nothing waits for.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import queue
 import threading
@@ -65,5 +66,7 @@ _pool = _DaemonPool(_MAX_THREADS)
 
 
 async def run_blocking(function: Callable[..., T], *args: Any) -> T:
-    """Run ``function(*args)`` in a daemon thread; cancelling the await abandons it."""
-    return await asyncio.wrap_future(_pool.submit(function, *args))
+    """Run ``function(*args)`` in a daemon thread, in a copy of the caller's context (as
+    ``asyncio.to_thread`` would); cancelling the await abandons it."""
+    context = contextvars.copy_context()
+    return await asyncio.wrap_future(_pool.submit(context.run, function, *args))

@@ -12,6 +12,7 @@ and the payload, so one failing plugin never stops a scan.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -478,14 +479,17 @@ class Stoq:
         watchdog's running loop, task and clock lookups.
         """
         began = time.monotonic()
+        # A context of its own, as the task asyncio.gather made per call gave it: what the
+        # plugin sets in a ContextVar stays with this call, not the next plugin or the caller.
+        context = contextvars.copy_context()
         try:
             call = plugin.callers[hook](*args)
-            waiting_on = call.send(None)
+            waiting_on = context.run(call.send, None)
         except StopIteration as finished:
             return finished.value
         except Exception as exc:
             return self._failed(plugin, hook, exc, errors, about)
-        return _Waiting(call, waiting_on, began)
+        return _Waiting(call, waiting_on, began, context)
 
     async def _finish(
         self,
@@ -500,14 +504,14 @@ class Stoq:
         limit = plugin.timeout if plugin.timeout is not None else self.timeout
         if not limit and until is None:
             try:
-                return await _carry_on(started.call, started.waiting_on)
+                return await _carry_on(started)
             except Exception as exc:
                 return self._failed(plugin, hook, exc, errors, about)
         watchdog = self._watchdog
         elapsed = time.monotonic() - started.began
         token, deadline = watchdog.enter(limit, until, elapsed)
         try:
-            return await _carry_on(started.call, started.waiting_on)
+            return await _carry_on(started)
         except asyncio.CancelledError:
             if not watchdog.expired(token):
                 raise
@@ -1025,35 +1029,48 @@ class _Scan:
 
 
 class _Waiting:
-    """A plugin call run up to a wait: the coroutine, what it waits on, and when it began."""
+    """A plugin call run up to a wait: the coroutine, what it waits on, when it began, and the
+    context it runs in."""
 
-    __slots__ = ("began", "call", "waiting_on")
+    __slots__ = ("began", "call", "context", "waiting_on")
 
-    def __init__(self, call: Coroutine[Any, Any, Any], waiting_on: Any, began: float) -> None:
+    def __init__(
+        self,
+        call: Coroutine[Any, Any, Any],
+        waiting_on: Any,
+        began: float,
+        context: contextvars.Context,
+    ) -> None:
         self.call = call
         self.waiting_on = waiting_on
         self.began = began
+        self.context = context
 
 
 @types.coroutine
-def _carry_on(call: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, None, T]:
-    """Await ``call``, a coroutine already run up to a wait on ``waiting_on`` (what it yielded).
+def _carry_on(started: _Waiting) -> Generator[Any, Any, Any]:
+    """Await the call ``_start`` left waiting, each of its steps run in its own context.
 
-    ``waiting_on`` goes to the awaiting task as if ``call`` had yielded it there; what the task
-    sends or throws in (a cancellation) goes on to ``call``.
+    What the call waits on goes to the awaiting task as if the call had yielded it there; what
+    the task sends or throws in (a cancellation) goes on to the call.
     """
-    try:
-        yield waiting_on
-    except GeneratorExit:
-        call.close()
-        raise
-    except BaseException as exc:  # thrown in by the task: a cancellation, usually
+    call, waiting_on, run = started.call, started.waiting_on, started.context.run
+    while True:
         try:
-            waiting_on = call.throw(exc)
+            sent = yield waiting_on
+        except GeneratorExit:
+            run(call.close)
+            raise
+        except BaseException as exc:  # thrown in by the task: a cancellation, usually
+            try:
+                waiting_on = run(call.throw, exc)
+            except StopIteration as finished:
+                return finished.value
+            continue
+        try:
+            waiting_on = run(call.send, sent)
         except StopIteration as finished:
-            return finished.value  # type: ignore[no-any-return]
-        return (yield from _carry_on(call, waiting_on))
-    return (yield from call)  # type: ignore[no-any-return]
+            return finished.value
 
 
 async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from core_helpers import errors_of, scan
-from fakes import TaskRecorder, Waiting
+from fakes import MARK, ContextMarker, TaskRecorder, Waiting
 
 from stoq_core import PayloadMeta, Stoq
 
@@ -453,6 +453,35 @@ def test_cancelling_a_scan_reaches_a_waiting_plugin_and_the_caller(make_stoq, in
 
     asyncio.run(main())
     assert Waiting.finished == ["cancelled"]
+
+
+def test_each_plugin_call_has_its_own_copy_of_the_callers_context(make_stoq, install_plugins):
+    # As under asyncio.gather, where each call was a task: a ContextVar a plugin sets is its
+    # own (it lasts across its waits), it never reaches the next plugin or the caller, and
+    # every call starts from the caller's value, a plain def in its thread included.
+    install_plugins({
+        "first": "fakes:ContextMarker", "second": "fakes:ContextMarker",
+        "waiter": "fakes:ContextMarker", "blocking": "fakes:BlockingContextMarker",
+    })  # fmt: skip
+    stoq = make_stoq(plugin_opts={"waiter": {"waits": "3"}})
+    ContextMarker.seen.clear()
+
+    async def main() -> str:
+        MARK.set("caller")
+        await stoq.scan(b"one", add_start_dispatch=["first"])
+        await stoq.scan(b"two", add_start_dispatch=["waiter", "blocking", "second"])
+        return MARK.get()
+
+    assert asyncio.run(main()) == "caller"
+    assert sorted(ContextMarker.seen) == [
+        ("blocking", "before: caller"),
+        ("first", "after: first"),
+        ("first", "before: caller"),
+        ("second", "after: second"),
+        ("second", "before: caller"),
+        ("waiter", "after: waiter"),
+        ("waiter", "before: caller"),
+    ]
 
 
 def test_the_request_deadline_returns_what_was_done(make_stoq, install_plugins):
