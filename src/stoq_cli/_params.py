@@ -214,6 +214,10 @@ def _plugin_list(*decls: str, metavar: str = "NAME[,NAME...]", help: str) -> Cal
     )
 
 
+def _seconds(*decls: str, help: str) -> Callable[[F], F]:
+    return click.option(*decls, type=click.FloatRange(min=0), metavar="SECONDS", help=help)
+
+
 def engine_options(providers: bool = False) -> Callable[[F], F]:
     """The engine options ``scan`` and ``run`` share (with ``-P`` for run only)."""
     options: list[Callable[[F], F]] = []
@@ -269,17 +273,13 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             help="Scan rounds per request: how deep extracted payloads are followed "
             "[default: stoq.cfg, else 10].",
         ),
-        click.option(
+        _seconds(
             "--timeout",
-            type=click.FloatRange(min=0),
-            metavar="SECONDS",
             help="Seconds one plugin call may take before it is abandoned with an error; 0: "
             "no limit; a plugin's own timeout option beats it [default: stoq.cfg, else 600].",
         ),
-        click.option(
+        _seconds(
             "--deadline",
-            type=click.FloatRange(min=0),
-            metavar="SECONDS",
             help="Seconds one request's scan may take in all; at the deadline the response "
             "holds what was done; 0: no limit [default: stoq.cfg, else 0].",
         ),
