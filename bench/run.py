@@ -45,14 +45,16 @@ def child(code: str, timeout: float = 900) -> dict[str, float]:
     """Run ``code`` (after PRELUDE) in a fresh interpreter; return the JSON it prints last."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
-            [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+            [sys.executable, "-X", "faulthandler", "-c", PRELUDE + textwrap.dedent(code)],
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=tmp,
         )
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"benchmark child failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -246,9 +248,12 @@ began = time.perf_counter()
 stack, bare_count = [archive], 0
 while stack:
     data = stack.pop(); bare_count += 1; bare_hashes(data)
-    if data[:2] == b"PK":
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            stack.extend(z.read(n) for n in z.namelist())
+    if data[:4] == b"PK\\x03\\x04":  # (a random member may start with b"PK")
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                stack.extend(z.read(n) for n in z.namelist())
+        except zipfile.BadZipFile:
+            pass
 bare = bare_count / (time.perf_counter() - began)
 print(json.dumps({{"rate": count / elapsed, "count": count, "bare": bare, "errors": len(response.errors)}}))
 """
@@ -435,6 +440,7 @@ def main() -> None:
         try:
             rows = SECTIONS[name]()
         except Exception as exc:  # one failed section should not lose the others' figures
+            print(f"{name} failed: {exc}", file=sys.stderr, flush=True)  # the whole story
             rows = [f"| {name} | failed: {str(exc).splitlines()[0][:120]} | | |"]
         for row in rows:
             print(row, flush=True)
