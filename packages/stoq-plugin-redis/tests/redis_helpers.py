@@ -35,6 +35,18 @@ def result_markers(db: redis.Redis, prefix: str = "stoq") -> set[str]:
     return {key.decode()[len(marker) :] for key in db.scan_iter(f"{marker}*", count=1000)}
 
 
+def pending_on(db: redis.Redis, consumer: str) -> int:
+    """How many task messages ``consumer`` has read and not yet acknowledged."""
+    try:
+        consumers = db.xpending("stoq:tasks", "stoq")["consumers"]
+    except redis.exceptions.ResponseError:  # no group yet: no worker has started
+        return 0
+    for entry in consumers:
+        if entry["name"].decode() == consumer:
+            return int(entry["pending"])
+    return 0
+
+
 def dead_letters(db: redis.Redis, stream: str = "stoq:tasks:dead") -> list[dict[str, str]]:
     """The dead-letter stream's entries, their text fields decoded."""
     return [

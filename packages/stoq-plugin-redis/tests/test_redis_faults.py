@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import RedisServer, Workers
-from redis_helpers import dead_letters, result_markers, results_by_task, run, wait_until
+from redis_helpers import (
+    dead_letters,
+    pending_on,
+    result_markers,
+    results_by_task,
+    run,
+    wait_until,
+)
 from stoq_plugin_redis import submit, wait
 
 from stoq_core import Stoq
@@ -27,17 +34,6 @@ def assert_one_result_each(db: redis.Redis, task_ids: list[str]) -> None:
     assert duplicated == {}
     assert set(saved) == set(task_ids), f"{len(set(task_ids) - set(saved))} lost"
     assert result_markers(db) == set(task_ids)
-
-
-def pending_on(db: redis.Redis, consumer: str) -> int:
-    try:
-        consumers = db.xpending("stoq:tasks", "stoq")["consumers"]
-    except redis.exceptions.ResponseError:  # no group yet: no worker has started
-        return 0
-    for entry in consumers:
-        if entry["name"].decode() == consumer:
-            return int(entry["pending"])
-    return 0
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 from conftest import RedisServer
-from redis_helpers import dead_letters, result_markers, results_by_task, run
+from redis_helpers import dead_letters, pending_on, result_markers, results_by_task, run
 from stoq_plugin_redis import submit
 
 from stoq_core import RequestMeta, Stoq
@@ -141,7 +141,9 @@ def test_a_scan_slower_than_claim_idle_keeps_its_message(
 
     async def both() -> None:
         slow_run = asyncio.ensure_future(slow.run())
-        await asyncio.sleep(0.3)  # the slow consumer has read the message and is scanning it
+        async with asyncio.timeout(30):  # until the slow consumer has read the message
+            while not await asyncio.to_thread(pending_on, db, "slow"):
+                await asyncio.sleep(0.02)
         await asyncio.wait_for(asyncio.gather(slow_run, idle.run()), 30)
 
     asyncio.run(both())
