@@ -453,7 +453,7 @@ class Stoq:
                 outcomes.append(outcome)
         except BaseException:
             for _, started in waiting:
-                started.call.close()
+                started.context.run(started.call.close)
             raise
         if waiting:
             finishing = []
