@@ -121,14 +121,21 @@ def bench_scaling() -> list[str]:
             f"| scaling: {count:,} x 4 KiB (x{factor}), sequential | {r['sequential']:,.0f} payloads/s "
             f"| {r['bare']:,.0f}/s bare | {count / r['sequential']:.3f} s total |"
         )
+    for factor in (1, 4, 16):
+        mib = 16 * factor
+        r = median_of(lambda mib=mib: child(LARGE_MEMORY.format(mib=mib, workers=["hash"])))
+        rows.append(
+            f"| scaling: one {mib} MiB payload (x{factor}), `-a hash` | {r['framework']:,.0f} MB/s "
+            f"| {r['bare']:,.0f} MB/s bare (serial) | {mib * 1.048576 / r['framework']:.3f} s total |"
+        )
     return rows
 
 
 # -- 2. large payloads ------------------------------------------------------------------------
 
 LARGE_MEMORY = """
-SIZE = 256 << 20
-data = os.urandom(1 << 20) * 256
+SIZE = {mib} << 20
+data = os.urandom(1 << 20) * {mib}
 workers = {workers!r}
 baseline_rss = peak_rss_mib()
 began = time.perf_counter()
@@ -169,7 +176,7 @@ print(json.dumps({{"bare": bare}}))
 def bench_large() -> list[str]:
     rows = []
     for workers in (["hash"], ["hash", "yara"]):
-        r = median_of(lambda workers=workers: child(LARGE_MEMORY.format(workers=workers)))
+        r = median_of(lambda workers=workers: child(LARGE_MEMORY.format(mib=256, workers=workers)))
         rows.append(
             f"| one 256 MiB payload in memory, `-a {' '.join(workers)}` | {r['framework']:,.0f} MB/s "
             f"| {r['bare']:,.0f} MB/s bare (serial) | {r['framework'] / r['bare']:.2f}x bare; "
