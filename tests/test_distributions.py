@@ -82,6 +82,17 @@ SMOKES = {
             == ["inner.txt"]
         ),
     ),
+    "smtp": Smoke(
+        b"From: a@example.com\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="a.pdf"\r\n\r\n%PDF\r\n--b--\r\n',
+        lambda response: (
+            response["results"][0]["workers"]["smtp"]["subject"] == "hi"
+            and [r["payload_meta"]["extra_data"]["filename"] for r in response["results"][1:]]
+            == ["a.pdf"]
+        ),
+    ),
 }
 
 LOAD_SCRIPT = textwrap.dedent(

@@ -1,0 +1,251 @@
+"""The smtp worker: what an e-mail message says about itself, and its attachments as payloads.
+
+The standard library parses the message (``email.policy.default``, so RFC 2231 file names are
+decoded). Header values are read from the raw header lines and decoded here (unfolded, RFC 2047
+encoded words decoded, 8-bit bytes taken as UTF-8), so a header too malformed for the policy's
+parser is still reported as it was written.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import email.utils
+import re
+from collections.abc import Iterator
+from email.message import Message
+from typing import Any, Optional
+
+from stoq_core import (
+    Error,
+    ExtractedPayload,
+    Payload,
+    PayloadMeta,
+    Request,
+    StoqConfigParser,
+    StoqPluginException,
+    WorkerResponse,
+    hookimpl,
+)
+from stoq_core.plugins import WorkerPlugin
+
+__all__ = ["DEFAULT_BODY_LIMIT", "SmtpPlugin", "looks_like_email"]
+
+#: Characters of each body (plain text, HTML) kept in the results when ``body_limit`` is not set.
+DEFAULT_BODY_LIMIT = 1_000_000
+
+#: A payload is taken as a message if its header block names at least one of these.
+_MESSAGE_HEADERS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "subject", "date", "message-id", "received", "return-path",
+        "mime-version", "reply-to", "sender", "delivered-to", "x-mailer", "in-reply-to",
+    }
+)  # fmt: skip
+_SNIFF = 64 * 1024  # bytes looked at to decide
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")  # a field name: printable ASCII but ':'
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+#: Result key, header: the address fields listed as {"name", "address"}.
+_ADDRESS_FIELDS = (
+    ("from", "from"),
+    ("sender", "sender"),
+    ("reply_to", "reply-to"),
+    ("to", "to"),
+    ("cc", "cc"),
+    ("bcc", "bcc"),
+)
+_BODY_TYPES = {"text/plain": "body", "text/html": "body_html"}
+
+
+def looks_like_email(content: bytes) -> bool:
+    """Whether ``content`` starts with an RFC 5322 header block naming a message header.
+
+    An mbox ``From `` line may come first. Only the first 64 KiB are looked at.
+    """
+    lines = bytes(content[:_SNIFF]).splitlines()
+    if lines and lines[0].startswith(b"From "):
+        del lines[0]
+    known = False
+    for index, line in enumerate(lines):
+        if not line.strip():
+            break  # the end of the header block
+        if line[:1] in (b" ", b"\t"):
+            if index == 0:
+                return False
+            continue  # a folded line
+        found = _HEADER_LINE.match(line)
+        if found is None:
+            # Not a header: the content is not a message (unless the 64 KiB cut this line).
+            return known and index == len(lines) - 1 and len(content) > _SNIFF
+        name = found.group().rstrip(b": \t").lower().decode("ascii")
+        known = known or name in _MESSAGE_HEADERS
+    return known
+
+
+def _text(raw: str) -> str:
+    """A raw header value as text: unfolded, encoded words decoded, 8-bit bytes as UTF-8."""
+    text = _FOLD.sub("", raw).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):  # a malformed encoded word: as written
+        return text
+
+
+def _headers(message: Message) -> dict[str, list[str]]:
+    """Every header, its name lowercased, its values in order (a list even for one)."""
+    headers: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        headers.setdefault(name.lower(), []).append(_text(value))
+    return headers
+
+
+def _addresses(values: list[str]) -> list[dict[str, str]]:
+    return [
+        {"name": name, "address": address}
+        for name, address in email.utils.getaddresses(values)
+        if name or address
+    ]
+
+
+def _date(value: str) -> str:
+    """ISO 8601 if the date parses, else the value as written."""
+    try:
+        return email.utils.parsedate_to_datetime(value).isoformat()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return value
+
+
+def _leaves(part: Message) -> Iterator[Message]:
+    """The parts that hold content, depth first; an attached message is one part, not entered
+    (it is extracted whole, and scanned in turn)."""
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
+        for child in part.get_payload():
+            if isinstance(child, Message):
+                yield from _leaves(child)
+    else:
+        yield part
+
+
+def _filename(part: Message) -> Optional[str]:
+    try:
+        name = part.get_filename()
+    except (ValueError, LookupError, UnicodeError, IndexError):
+        return None
+    if not name:
+        return None
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
+    return name or None
+
+
+def _body_text(part: Message) -> str:
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return content
+    except (LookupError, UnicodeError, ValueError, KeyError, AssertionError):
+        pass  # an unknown or lying charset
+    data = part.get_payload(decode=True)
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
+
+
+def _part_bytes(part: Message) -> bytes:
+    """A part's content, transfer encoding undone; an attached message as RFC 5322 bytes."""
+    if part.get_content_maintype() == "message" and part.is_multipart():
+        inner = part.get_payload(0)
+        if isinstance(inner, Message):
+            # compat32 writes the headers back as they came, without refolding them.
+            return inner.as_bytes(policy=email.policy.compat32)
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+class SmtpPlugin(WorkerPlugin):
+    """Parses e-mail messages (see the README for the options and the results)."""
+
+    def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config)
+        try:
+            self.body_limit = config.getint("options", "body_limit", fallback=DEFAULT_BODY_LIMIT)
+            self.extract_body = config.getboolean("options", "extract_body", fallback=False)
+        except ValueError as exc:
+            raise StoqPluginException(f"options: {exc}") from None
+        if self.body_limit < 0:
+            raise StoqPluginException(
+                f"option 'body_limit': {self.body_limit} must be 0 (no bodies) or more"
+            )
+
+    # A plain def: parsing is pure Python, so it runs in a thread that a timeout can abandon
+    # instead of holding up the event loop on a huge or hostile message.
+    @hookimpl
+    def scan(self, payload: Payload, request: Request) -> Optional[WorkerResponse]:
+        """The message's headers, addresses and bodies; its attachments as extracted payloads.
+        None if the payload is not an e-mail message."""
+        content = payload.content
+        if not looks_like_email(content):
+            return None
+        message = email.message_from_bytes(bytes(content), policy=email.policy.default)
+        headers = _headers(message)
+        results: dict[str, Any] = {"headers": headers}
+        for key, field in _ADDRESS_FIELDS:
+            if field in headers:
+                results[key] = _addresses(headers[field])
+        for key, field in (("subject", "subject"), ("message_id", "message-id")):
+            if field in headers:
+                results[key] = headers[field][0]
+        if "date" in headers:
+            results["date"] = _date(headers["date"][0])
+        extracted, errors = self._contents(message, results)
+        defects = {type(defect).__name__ for part in message.walk() for defect in part.defects}
+        if defects:
+            results["defects"] = sorted(defects)
+        payload_id = payload.results.payload_id
+        return WorkerResponse(
+            results=results,
+            extracted=extracted,
+            errors=[Error(error, self.plugin_name, payload_id) for error in errors],
+        )
+
+    def _contents(
+        self, message: Message, results: dict[str, Any]
+    ) -> tuple[list[ExtractedPayload], list[str]]:
+        """File the bodies and attachments under ``results``; the payloads to extract."""
+        bodies: dict[str, list[str]] = {}
+        attachments: list[dict[str, Any]] = []
+        extracted: list[ExtractedPayload] = []
+        errors: list[str] = []
+        for part in _leaves(message):
+            content_type = part.get_content_type()
+            filename = _filename(part)
+            body = _BODY_TYPES.get(content_type)
+            if body and filename is None and part.get_content_disposition() != "attachment":
+                text = _body_text(part)
+                bodies.setdefault(body, []).append(text)
+                if self.extract_body:
+                    meta = {"content_type": content_type, "body": True}
+                    extracted.append(ExtractedPayload(text.encode(), PayloadMeta(extra_data=meta)))
+                continue
+            try:
+                data = _part_bytes(part)
+            except (ValueError, LookupError, UnicodeError, TypeError, IndexError) as exc:
+                errors.append(f"attachment {filename or content_type!r}: {exc}")
+                continue
+            extra: dict[str, Any] = {"content_type": content_type}
+            if filename is not None:
+                extra["filename"] = filename
+            attachments.append(
+                {"filename": filename, "content_type": content_type, "size": len(data)}
+            )
+            extracted.append(ExtractedPayload(data, PayloadMeta(extra_data=extra)))
+        truncated = []
+        for body, texts in bodies.items():
+            text = "\n".join(texts)
+            if self.body_limit and len(text) > self.body_limit:
+                text = text[: self.body_limit]
+                truncated.append(body)
+            if self.body_limit:
+                results[body] = text
+        if truncated:
+            results["truncated"] = truncated
+        if attachments:
+            results["attachments"] = attachments
+        return extracted, errors
