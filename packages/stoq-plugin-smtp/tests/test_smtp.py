@@ -241,6 +241,25 @@ def test_a_malformed_message_is_parsed_and_its_defects_named(
     assert "StartBoundaryNotFoundDefect" in results["defects"]
 
 
+def test_parts_nested_too_deep_to_parse_still_give_the_headers(
+    make_stoq: Callable[..., Stoq],
+) -> None:
+    depth = 3000  # past the parser's recursion: a hostile message, not a real one
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(depth)
+    )
+    closing = b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth)))
+    message = b"From: a@example.com\r\nSubject: deep\r\n" + opening + b"\r\nx\r\n" + closing
+
+    response = scan(make_stoq(), message)
+
+    assert response.results[0].workers["smtp"]["subject"] == "deep"
+    assert [(e.plugin_name, e.error) for e in response.errors] == [
+        ("smtp", "MIME parts nested too deep to parse: only the headers are given")
+    ]
+
+
 def test_bad_base64_and_an_unknown_charset_are_not_failures(make_stoq: Callable[..., Stoq]) -> None:
     message = (
         b"From: a@example.com\r\nMIME-Version: 1.0\r\n"

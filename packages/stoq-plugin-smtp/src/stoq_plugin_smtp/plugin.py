@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import re
@@ -159,6 +160,21 @@ def _part_bytes(part: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+def _summary(message: Message) -> dict[str, Any]:
+    """The headers, and the addresses, subject, date and message id on their own."""
+    headers = _headers(message)
+    results: dict[str, Any] = {"headers": headers}
+    for key, field in _ADDRESS_FIELDS:
+        if field in headers:
+            results[key] = _addresses(headers[field])
+    for key, field in (("subject", "subject"), ("message_id", "message-id")):
+        if field in headers:
+            results[key] = headers[field][0]
+    if "date" in headers:
+        results["date"] = _date(headers["date"][0])
+    return results
+
+
 class SmtpPlugin(WorkerPlugin):
     """Parses e-mail messages (see the README for the options and the results)."""
 
@@ -183,19 +199,18 @@ class SmtpPlugin(WorkerPlugin):
         content = payload.content
         if not looks_like_email(content):
             return None
-        message = email.message_from_bytes(bytes(content), policy=email.policy.default)
-        headers = _headers(message)
-        results: dict[str, Any] = {"headers": headers}
-        for key, field in _ADDRESS_FIELDS:
-            if field in headers:
-                results[key] = _addresses(headers[field])
-        for key, field in (("subject", "subject"), ("message_id", "message-id")):
-            if field in headers:
-                results[key] = headers[field][0]
-        if "date" in headers:
-            results["date"] = _date(headers["date"][0])
-        extracted, errors = self._contents(message, results)
-        defects = {type(defect).__name__ for part in message.walk() for defect in part.defects}
+        data = bytes(content)
+        errors: list[str] = []
+        try:
+            message = email.message_from_bytes(data, policy=email.policy.default)
+            results = _summary(message)
+            extracted = self._contents(message, results, errors)
+            defects = {type(d).__name__ for part in message.walk() for d in part.defects}
+        except RecursionError:  # the parser recurses once per level of nested parts
+            parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+            results = _summary(parser.parsebytes(data))
+            extracted, defects = [], set()
+            errors.append("MIME parts nested too deep to parse: only the headers are given")
         if defects:
             results["defects"] = sorted(defects)
         payload_id = payload.results.payload_id
@@ -206,13 +221,12 @@ class SmtpPlugin(WorkerPlugin):
         )
 
     def _contents(
-        self, message: Message, results: dict[str, Any]
-    ) -> tuple[list[ExtractedPayload], list[str]]:
+        self, message: Message, results: dict[str, Any], errors: list[str]
+    ) -> list[ExtractedPayload]:
         """File the bodies and attachments under ``results``; the payloads to extract."""
         bodies: dict[str, list[str]] = {}
         attachments: list[dict[str, Any]] = []
         extracted: list[ExtractedPayload] = []
-        errors: list[str] = []
         for part in _leaves(message):
             content_type = part.get_content_type()
             filename = _filename(part)
@@ -248,4 +262,4 @@ class SmtpPlugin(WorkerPlugin):
             results["truncated"] = truncated
         if attachments:
             results["attachments"] = attachments
-        return extracted, errors
+        return extracted
