@@ -112,6 +112,39 @@ def test_the_default_dispatcher_rules_send_archives_to_decompress(
     assert list(outcome.value.meta) == [rule]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"Received: from mx.example.org\r\n\tby mail.example.com\r\nSubject: hi\r\n\r\nbody",
+        b"From: a@example.com\r\nTo: b@example.com\r\n\r\nbody",
+        b"From a@example.com Fri Nov 27 10:00:00 2026\nFrom: a@example.com\nSubject: mbox\n\n",
+    ],
+)
+def test_the_default_dispatcher_rules_send_e_mail_to_smtp(
+    make_stoq: Callable[..., Stoq], content: bytes
+) -> None:
+    stoq = make_stoq(dispatchers=["yara"])
+
+    outcome = call_hook(stoq, "yara", "get_dispatches", make_payload(content))
+
+    assert outcome.errors == []
+    assert outcome.value.plugin_names == ["smtp"]
+    assert list(outcome.value.meta) == ["email_message"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"From: the desk of the president\nDear all, ...", b"Subject: notes\nTo: do"]
+)
+def test_text_that_only_starts_like_a_header_is_not_sent_to_smtp(
+    make_stoq: Callable[..., Stoq], content: bytes
+) -> None:
+    stoq = make_stoq(dispatchers=["yara"])
+
+    outcome = call_hook(stoq, "yara", "get_dispatches", make_payload(content))
+
+    assert outcome.value.plugin_names == []
+
+
 def test_the_default_dispatcher_rules_leave_an_executable_alone(
     make_stoq: Callable[..., Stoq],
 ) -> None:

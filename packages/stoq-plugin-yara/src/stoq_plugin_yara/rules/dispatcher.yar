@@ -3,7 +3,8 @@
  *
  * meta: plugin names the workers to run on a matching payload (comma separated); save = "False"
  * keeps the payload out of the destination archivers. Archives go to the decompress worker
- * (stoq-plugin-decompress), whose extracted payloads come back here in the next round.
+ * (stoq-plugin-decompress) and e-mail messages to the smtp worker (stoq-plugin-smtp), whose
+ * extracted payloads come back here in the next round.
  */
 
 rule zip_archive : archive
@@ -56,4 +57,26 @@ rule tar_archive : archive
         $ustar = "ustar"
     condition:
         $ustar at 257
+}
+
+rule email_message : email
+{
+    meta:
+        description = "E-mail message (RFC 5322 headers), or an mbox file"
+        plugin = "smtp"
+    strings:
+        $mbox = "From "
+        $received = "Received:" nocase
+        $return_path = "Return-Path:" nocase
+        $delivered_to = "Delivered-To:" nocase
+        $from = "From:" nocase
+        $message_id = "Message-ID:" nocase
+        $mime_version = "MIME-Version:" nocase
+        $header = /\n(Subject|To|Date|Message-ID|MIME-Version|Received):/ nocase
+    condition:
+        // A message header first, and another in the first 8 KiB: text that only starts with
+        // "From:" is not enough.
+        (any of ($mbox, $received, $return_path, $delivered_to, $from, $message_id,
+                 $mime_version) at 0)
+        and $header in (0..8192)
 }
