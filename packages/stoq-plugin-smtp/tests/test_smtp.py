@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.message
 import email.policy
 import re
@@ -199,6 +200,26 @@ def test_an_attached_message_is_extracted_whole_and_scanned_in_turn(
         r for r in response.results if r.payload_meta.extra_data.get("filename") == "invoice.pdf"
     ]
     assert [r.extracted_from for r in pdf] == [[by_subject["Invoice"].payload_id]]
+
+
+def test_an_attached_message_that_was_base64_encoded_is_decoded(
+    make_stoq: Callable[..., Stoq],
+) -> None:
+    # RFC 2046 forbids it, but Outlook writes attached messages this way.
+    inner = b"From: inner@example.com\r\nSubject: inner one\r\n\r\ninner body\r\n"
+    outer = (
+        b"From: outer@example.com\r\nSubject: outer\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(inner)
+        + b"--b--\r\n"
+    )
+
+    response = scan_sync(make_stoq(always=True), outer)
+
+    assert response.errors == []
+    assert [r.workers["smtp"]["subject"] for r in response.results] == ["outer", "inner one"]
+    assert response.results[1].size == len(inner)
 
 
 def test_a_payload_that_is_not_a_message_gets_no_results(make_stoq: Callable[..., Stoq]) -> None:

@@ -8,13 +8,15 @@ parser is still reported as it was written.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.header
 import email.parser
 import email.policy
 import email.utils
+import quopri
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 from typing import Any, Optional
 
@@ -56,6 +58,10 @@ _ADDRESS_FIELDS = (
     ("bcc", "bcc"),
 )
 _BODY_TYPES = {"text/plain": "body", "text/html": "body_html"}
+_ENCODED: dict[str, Callable[[bytes], bytes]] = {
+    "base64": base64.decodebytes,
+    "quoted-printable": quopri.decodestring,
+}
 
 
 def looks_like_email(content: bytes) -> bool:
@@ -154,6 +160,13 @@ def _part_bytes(part: Message) -> bytes:
     if part.get_content_maintype() == "message" and part.is_multipart():
         inner = part.get_payload(0)
         if isinstance(inner, Message):
+            encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+            if encoding in _ENCODED and not inner.keys():
+                # RFC 2046 forbids encoding an attached message, but some clients (Outlook)
+                # base64 it: the parser took the encoded text for a message without headers.
+                text = inner.get_payload()
+                if isinstance(text, str):
+                    return _ENCODED[encoding](text.encode("ascii", "replace"))
             # compat32 writes the headers back as they came, without refolding them.
             return inner.as_bytes(policy=email.policy.compat32)
     data = part.get_payload(decode=True)
