@@ -7,6 +7,7 @@ from stoq_core._index import ENTRY_POINT_GROUP
 from stoq_core._index import refresh as refresh_entry_points
 from stoq_core._index import use_index_file as use_entry_point_index
 from stoq_core._manager import PluginInfo
+from stoq_core._threads import run_blocking
 from stoq_core.config import StoqConfigParser
 from stoq_core.data_classes import (
     ArchiverResponse,
@@ -54,5 +55,6 @@ __all__ = [
     "__version__",
     "hookimpl",
     "refresh_entry_points",
+    "run_blocking",
     "use_entry_point_index",
 ]

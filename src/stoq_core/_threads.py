@@ -66,7 +66,12 @@ _pool = _DaemonPool(_MAX_THREADS)
 
 
 async def run_blocking(function: Callable[..., T], *args: Any) -> T:
-    """Run ``function(*args)`` in a daemon thread, in a copy of the caller's context (as
-    ``asyncio.to_thread`` would); cancelling the await abandons it."""
+    """Run ``function(*args)`` in one of stoQ's daemon threads and return what it returns.
+
+    What the engine does with a plain ``def`` hook, for an ``async def`` hook's blocking part:
+    unlike ``asyncio.to_thread``, whose threads ``asyncio.run`` and the interpreter wait for,
+    a call that a timeout abandons (cancelling the await) never holds up the program's exit.
+    The function runs in a copy of the caller's ``contextvars`` context.
+    """
     context = contextvars.copy_context()
     return await asyncio.wrap_future(_pool.submit(context.run, function, *args))

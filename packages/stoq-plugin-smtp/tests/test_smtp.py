@@ -241,6 +241,9 @@ def test_a_payload_that_is_not_a_message_gets_no_results(make_stoq: Callable[...
         (b"MZ\x90\x00\x03", False),
         (b"", False),
         (b"Subject: x\r\nnot a header line\r\n\r\n", False),
+        (b"From sender@example.net Fri Nov 27 10:00:00 2026\n\tfolded\nSubject: x\n", False),
+        (b"From sender@example.net Fri Nov 27 10:00:00 2026", False),
+        (b"Subject: " + b"x" * 70_000, True),  # a header longer than what is looked at
     ],
 )
 def test_what_is_taken_for_a_message(content: bytes, expected: bool) -> None:

@@ -30,6 +30,7 @@ from stoq_core import (
     StoqPluginException,
     WorkerResponse,
     hookimpl,
+    run_blocking,
 )
 from stoq_core.plugins import WorkerPlugin
 
@@ -67,25 +68,33 @@ _ENCODED: dict[str, Callable[[bytes], bytes]] = {
 def looks_like_email(content: bytes) -> bool:
     """Whether ``content`` starts with an RFC 5322 header block naming a message header.
 
-    An mbox ``From `` line may come first. Only the first 64 KiB are looked at.
+    An mbox ``From `` line may come first. Only the first 64 KiB are looked at, and only up to
+    the first line that is not a header, so most other payloads are turned down at once.
     """
-    lines = bytes(content[:_SNIFF]).splitlines()
-    if lines and lines[0].startswith(b"From "):
-        del lines[0]
-    known = False
-    for index, line in enumerate(lines):
+    head = bytes(content[:_SNIFF])
+    start = head.find(b"\n") + 1 if head.startswith(b"From ") else 0
+    if not start and head.startswith(b"From "):
+        return False  # only an mbox line
+    known, first = False, True
+    while start < len(head):
+        end = head.find(b"\n", start)
+        if end < 0:
+            end = len(head)
+        line = head[start:end].rstrip(b"\r")
         if not line.strip():
             break  # the end of the header block
         if line[:1] in (b" ", b"\t"):
-            if index == 0:
-                return False
-            continue  # a folded line
-        found = _HEADER_LINE.match(line)
-        if found is None:
-            # Not a header: the content is not a message (unless the 64 KiB cut this line).
-            return known and index == len(lines) - 1 and len(content) > _SNIFF
-        name = found.group().rstrip(b": \t").lower().decode("ascii")
-        known = known or name in _MESSAGE_HEADERS
+            if first:
+                return False  # a folded line with nothing to continue
+        else:
+            found = _HEADER_LINE.match(line)
+            if found is None:
+                # Not a header: not a message (unless the 64 KiB cut this very line).
+                return known and end == len(head) and len(content) > _SNIFF
+            name = found.group().rstrip(b": \t").lower().decode("ascii")
+            known = known or name in _MESSAGE_HEADERS
+        first = False
+        start = end + 1
     return known
 
 
@@ -203,16 +212,18 @@ class SmtpPlugin(WorkerPlugin):
                 f"option 'body_limit': {self.body_limit} must be 0 (no bodies) or more"
             )
 
-    # A plain def: parsing is pure Python, so it runs in a thread that a timeout can abandon
-    # instead of holding up the event loop on a huge or hostile message.
     @hookimpl
-    def scan(self, payload: Payload, request: Request) -> Optional[WorkerResponse]:
+    async def scan(self, payload: Payload, request: Request) -> Optional[WorkerResponse]:
         """The message's headers, addresses and bodies; its attachments as extracted payloads.
         None if the payload is not an e-mail message."""
-        content = payload.content
-        if not looks_like_email(content):
-            return None
-        data = bytes(content)
+        if not looks_like_email(payload.content):
+            return None  # decided inline: most payloads of a scan are not messages
+        # Parsing is pure Python: in a daemon thread, which a timeout can abandon, instead of
+        # holding up the event loop on a huge or hostile message.
+        return await run_blocking(self._parse, payload)
+
+    def _parse(self, payload: Payload) -> WorkerResponse:
+        data = bytes(payload.content)
         errors: list[str] = []
         try:
             message = email.message_from_bytes(data, policy=email.policy.default)
