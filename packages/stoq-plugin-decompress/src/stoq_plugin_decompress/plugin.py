@@ -3,7 +3,6 @@ a payload of its own, within hard limits on size, count and compression ratio.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, Optional
 
@@ -17,6 +16,7 @@ from stoq_core import (
     StoqPluginException,
     WorkerResponse,
     hookimpl,
+    run_blocking,
 )
 from stoq_core.plugins import WorkerPlugin
 from stoq_plugin_decompress.detect import detect
@@ -89,7 +89,7 @@ class DecompressPlugin(WorkerPlugin):
         if found is None:
             return None
         parent_name = payload.results.payload_meta.extra_data.get("filename")
-        extraction = await asyncio.to_thread(
+        extraction = await run_blocking(
             extract,
             content,
             found,

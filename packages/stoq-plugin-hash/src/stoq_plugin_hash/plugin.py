@@ -18,6 +18,7 @@ from stoq_core import (
     StoqPluginException,
     WorkerResponse,
     hookimpl,
+    run_blocking,
 )
 from stoq_core.plugins import WorkerPlugin
 
@@ -102,5 +103,5 @@ class HashPlugin(WorkerPlugin):
         if missing:
             # hashlib releases the GIL on large buffers, so the algorithms really run in
             # parallel; payload.digest() stores each one in the shared cache.
-            await asyncio.gather(*(asyncio.to_thread(payload.digest, name) for name in missing))
+            await asyncio.gather(*(run_blocking(payload.digest, name) for name in missing))
         return WorkerResponse({name: known[name] for name in self.algorithms})

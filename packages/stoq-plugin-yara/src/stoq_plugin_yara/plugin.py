@@ -2,13 +2,14 @@
 
 Both halves compile their rules once, when the plugin is constructed, so a broken rule file stops
 ``Stoq(...)`` with a message naming the file and line instead of failing every scan. Matching runs
-in a worker thread (``asyncio.to_thread``); yara's ``Rules.match`` is thread-safe, so concurrent
-scans share one compiled rules object.
+in one of stoQ's daemon threads (``stoq_core.run_blocking``, which a timeout can abandon);
+yara's ``Rules.match`` is thread-safe, so concurrent scans share one compiled rules object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import weakref
@@ -25,6 +26,7 @@ from stoq_core import (
     StoqConfigParser,
     StoqPluginException,
     WorkerResponse,
+    run_blocking,
 )
 from stoq_core.plugins import DispatcherPlugin, WorkerPlugin
 
@@ -146,7 +148,7 @@ class YaraPlugin(WorkerPlugin, DispatcherPlugin):
         if self.externals:
             # Compiled rules files were built elsewhere; their externals are only set here.
             kwargs["externals"] = self.externals
-        matches: list[Any] = await asyncio.to_thread(rules.match, **kwargs)
+        matches: list[Any] = await run_blocking(functools.partial(rules.match, **kwargs))
         return matches
 
     def _match_error(self, exc: Exception) -> str:
