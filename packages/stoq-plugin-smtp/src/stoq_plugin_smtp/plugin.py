@@ -264,7 +264,7 @@ class SmtpPlugin(WorkerPlugin):
                 continue
             try:
                 data = _part_bytes(part)
-            except (ValueError, LookupError, UnicodeError, TypeError, IndexError) as exc:
+            except Exception as exc:  # hostile input: one bad part must not lose the rest
                 errors.append(f"attachment {filename or content_type!r}: {exc}")
                 continue
             extra: dict[str, Any] = {"content_type": content_type}
