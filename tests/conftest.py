@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,42 @@ def install_plugins(publish_plugins: Callable[..., Path]) -> Callable[..., Path]
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     return publish_plugins
+
+
+@pytest.fixture(scope="session")
+def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hostile plugins (``tests/hostile``) built and installed into a folder of their own.
+
+    A real wheel's ``.dist-info``, so each hostile plugin takes the entry-point path of any
+    third-party plugin; the folder goes on ``sys.path`` (``hostile``) or a child's ``PYTHONPATH``.
+    """
+    import subprocess
+
+    site = tmp_path_factory.mktemp("hostile-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(TESTS / "hostile"),
+        ],
+        check=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    return site
+
+
+@pytest.fixture
+def hostile(hostile_site: Path) -> Iterator[Path]:
+    """The hostile plugins published for this test (in this process); returns their folder."""
+    from stoq_core.testing import published
+
+    with published(hostile_site):
+        yield hostile_site

@@ -3,6 +3,7 @@
 Plugin authors need ``hookimpl`` and the data classes; everything here is public API.
 """
 
+from stoq_core._budget import ExtractionLimitExceeded, charge_extracted_bytes
 from stoq_core._index import ENTRY_POINT_GROUP
 from stoq_core._index import refresh as refresh_entry_points
 from stoq_core._index import use_index_file as use_entry_point_index
@@ -37,6 +38,7 @@ __all__ = [
     "DispatcherResponse",
     "Error",
     "ExtractedPayload",
+    "ExtractionLimitExceeded",
     "Payload",
     "PayloadMeta",
     "PayloadResults",
@@ -53,6 +55,7 @@ __all__ = [
     "StoqResponse",
     "WorkerResponse",
     "__version__",
+    "charge_extracted_bytes",
     "hookimpl",
     "refresh_entry_points",
     "run_blocking",

@@ -32,6 +32,12 @@ from typing import Any, Optional, TypeVar, Union
 import attrs
 
 from stoq_core import _logging
+from stoq_core._budget import (
+    CURRENT_LEDGER,
+    ExtractionBudget,
+    ExtractionLimitExceeded,
+    Ledger,
+)
 from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
 from stoq_core._watchdog import Watchdog
 from stoq_core.config import StoqConfigParser, read_stoq_cfg
@@ -436,9 +442,10 @@ class Stoq:
             tuple[LoadedPlugin, str, tuple[Any, ...], list[Error], Optional[PayloadResults]]
         ],
         until: Optional[float] = None,
+        ledgers: Optional[Sequence[Ledger]] = None,
     ) -> list[Any]:
         """``_call`` for each ``(plugin, hook, args, errors, about)``: started one after another,
-        the calls that wait then wait concurrently.
+        the calls that wait then wait concurrently. ``ledgers``: one per call, for workers.
 
         What ``asyncio.gather`` over the ``_call``s would do, except that a call finishing
         without waiting (most do) costs no task: a round of 1,000 payloads would cost 1,000.
@@ -446,8 +453,9 @@ class Stoq:
         outcomes: list[Any] = []
         waiting: list[tuple[int, _Waiting]] = []
         try:
-            for plugin, hook, args, errors, about in calls:
-                outcome = self._start(plugin, hook, args, errors, about)
+            for index, (plugin, hook, args, errors, about) in enumerate(calls):
+                ledger = None if ledgers is None else ledgers[index]
+                outcome = self._start(plugin, hook, args, errors, about, ledger)
                 if type(outcome) is _Waiting:
                     waiting.append((len(outcomes), outcome))
                 outcomes.append(outcome)
@@ -471,6 +479,7 @@ class Stoq:
         args: tuple[Any, ...],
         errors: list[Error],
         about: Optional[PayloadResults],
+        ledger: Optional[Ledger] = None,
     ) -> Any:
         """Run a call up to its first real wait: its outcome, or ``_Waiting`` if it waits.
 
@@ -482,6 +491,8 @@ class Stoq:
         # A context of its own, as the task asyncio.gather made per call gave it: what the
         # plugin sets in a ContextVar stays with this call, not the next plugin or the caller.
         context = contextvars.copy_context()
+        if ledger is not None:  # a worker's call: what it extracts is charged to its ledger
+            context.run(CURRENT_LEDGER.set, ledger)
         try:
             call = plugin.callers[hook](*args)
             waiting_on = context.run(call.send, None)
@@ -519,6 +530,9 @@ class Stoq:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            ledger = started.context.get(CURRENT_LEDGER)
+            if ledger is not None:
+                ledger.abandoned = True
             if deadline == until:
                 message = f"{hook} stopped at the request deadline ({self.deadline:g} s)"
             else:
@@ -723,8 +737,8 @@ class _Scan:
     """
 
     __slots__ = (
+        "budget",
         "dropped",
-        "extracted_bytes",
         "given_up",
         "pending",
         "reported",
@@ -746,7 +760,7 @@ class _Scan:
         self.until = (
             asyncio.get_running_loop().time() + stoq.deadline if stoq.deadline > 0 else None
         )
-        self.extracted_bytes = 0
+        self.budget = ExtractionBudget(stoq.max_extracted_bytes)
         # Made when first needed (most requests need none of them):
         self.seen: Optional[dict[str, Payload]] = None  # sha256 -> payload
         self.given_up: Optional[set[tuple[int, str]]] = None  # (id(payload), plugin) not to retry
@@ -801,21 +815,31 @@ class _Scan:
                 # without waiting, so they are spared a coroutine.
                 (((payload, _), worker),) = work.items()
                 results = payload.results
-                outcome = stoq._start(worker, "scan", (payload, request), request.errors, results)
+                ledger = Ledger(self.budget)
+                outcome = stoq._start(
+                    worker, "scan", (payload, request), request.errors, results, ledger
+                )
                 if type(outcome) is _Waiting:
                     outcome = await stoq._finish(
                         outcome, worker, "scan", request.errors, results, self.until
                     )
+                ledger.settle()
                 self._take_worker(payload, worker, outcome, round_number)
             else:
                 pairs = list(work.items())
+                ledgers = [Ledger(self.budget) for _ in pairs]
                 outcomes = await stoq._call_each(
                     [
                         (worker, "scan", (payload, request), request.errors, payload.results)
                         for (payload, _), worker in pairs
                     ],
                     self.until,
+                    ledgers,
                 )
+                # Every call of the round has returned: give back what each charged while
+                # extracting, then charge the payloads kept (so none is counted twice).
+                for ledger in ledgers:
+                    ledger.settle()
                 for ((payload, _), worker), outcome in zip(pairs, outcomes):
                     self._take_worker(payload, worker, outcome, round_number)
             if not (self.pending or stoq._dispatchers or len(payloads) > known):
@@ -990,8 +1014,15 @@ class _Scan:
         if limit is not None:
             self._drop(limit, parent, worker)
             return
+        try:
+            # Not a check then a charge: an abandoned call's thread may charge in between.
+            self.budget.charge(child.results.size)
+        except ExtractionLimitExceeded:
+            self._drop(
+                f"max_extracted_bytes ({self.stoq.max_extracted_bytes} bytes)", parent, worker
+            )
+            return
         self.seen[digest] = child
-        self.extracted_bytes += child.results.size
         request.payloads.append(child)
         if round_number >= self.stoq.max_recursion:
             request.errors.append(
@@ -1011,8 +1042,6 @@ class _Scan:
             return f"max_payload_size ({stoq.max_payload_size} bytes)"
         if len(self.request.payloads) >= stoq.max_payloads:
             return f"max_payloads ({stoq.max_payloads})"
-        if self.extracted_bytes + size > stoq.max_extracted_bytes:
-            return f"max_extracted_bytes ({stoq.max_extracted_bytes} bytes)"
         return None
 
     def _drop(self, limit: str, parent: Payload, worker: str) -> None:

@@ -1,0 +1,1 @@
+"""Plugins that misbehave on purpose; see ``plugin.py`` for the modes."""
