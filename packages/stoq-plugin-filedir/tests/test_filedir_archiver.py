@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +18,22 @@ from stoq_core import ArchiverResponse, Payload, Request, Stoq, StoqPluginExcept
 from stoq_core.testing import call_hook, make_payload, scan_sync
 
 TRAVERSAL = {"filename": "../../etc/passwd", "path": "/etc/passwd"}
+
+# Swaps ``argv[1]`` (a file or directory) for a symbolic link to ``argv[2]`` and back, as fast as
+# it can, each step an atomic rename; prints a line once it has started. Bounded, and killed by
+# the test when the test is done with it.
+SWAPPER = """
+import os, sys
+name, target = sys.argv[1], sys.argv[2]
+link, real = name + ".link", name + ".real"
+os.symlink(target, link)
+print("swapping", flush=True)
+for _ in range(5_000_000):
+    os.rename(name, real)
+    os.rename(link, name)
+    os.rename(name, link)
+    os.rename(real, name)
+"""
 
 
 def files_under(directory: Path) -> list[str]:
@@ -142,8 +161,70 @@ def test_get_refuses_a_symlink_leading_out_of_archive_dir(
     (archive_dir / "innocent").symlink_to(tmp_path / "secret.txt")
     archiver = archiving().load_plugin("filedir")
 
-    with pytest.raises(StoqPluginException, match="is outside archive_dir"):
+    with pytest.raises(StoqPluginException, match="'innocent' is a symbolic link"):
         asyncio.run(archiver.get(ArchiverResponse({"path": str(archive_dir / "innocent")})))
+
+
+def test_get_refuses_a_symlinked_directory_on_the_way(
+    archiving: Callable[..., Stoq], archive_dir: Path, tmp_path: Path
+) -> None:
+    archive_dir.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "sample").write_text("secret")
+    (archive_dir / "a").symlink_to(tmp_path / "elsewhere")
+    archiver = archiving().load_plugin("filedir")
+
+    with pytest.raises(StoqPluginException, match=re.escape("'a' is a symbolic link")):
+        asyncio.run(archiver.get(ArchiverResponse({"path": "a/sample"})))
+
+
+@pytest.mark.parametrize(
+    ("swapped", "path"),
+    [("d", os.path.join("d", "sample")), ("sample", "sample")],
+    ids=["directory", "file"],
+)
+def test_get_never_reads_outside_archive_dir_while_a_path_is_swapped_for_a_symlink(
+    archiving: Callable[..., Stoq], archive_dir: Path, tmp_path: Path, swapped: str, path: str
+) -> None:
+    # A check of the path followed by an open lets the swap land in between (#12: 2,043 of
+    # 20,000 gets returned the outside file). Every get must give the archived bytes or refuse.
+    (archive_dir / "d").mkdir(parents=True)
+    (archive_dir / "d" / "sample").write_bytes(b"archived")
+    (archive_dir / "sample").write_bytes(b"archived")
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "d" / "sample").write_bytes(b"OUTSIDE")
+    (outside / "sample").write_bytes(b"OUTSIDE")
+    archiver = archiving().load_plugin("filedir")
+    target = outside / swapped
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(archive_dir / swapped), str(target)],
+        stdout=subprocess.PIPE,
+    )
+
+    async def get_many() -> collections.Counter[object]:
+        outcomes: collections.Counter[object] = collections.Counter()
+        for _ in range(3000):
+            try:
+                payload = await archiver.get(ArchiverResponse({"path": path}))
+            except Exception as exc:  # any kind: counted, and checked below
+                outcomes[type(exc).__name__] += 1
+            else:
+                outcomes[bytes(payload.content)] += 1
+        return outcomes
+
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline() == b"swapping\n"
+        outcomes = asyncio.run(get_many())
+        still_swapping = swapper.poll() is None
+    finally:
+        swapper.kill()
+        swapper.wait(60)
+
+    assert still_swapping
+    assert outcomes[b"OUTSIDE"] == 0, outcomes
+    assert outcomes[b"archived"] > 0, outcomes
+    assert set(outcomes) == {b"archived", "StoqPluginException"}, outcomes
 
 
 def test_get_takes_a_relative_path_from_archive_dir(

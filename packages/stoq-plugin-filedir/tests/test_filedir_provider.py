@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,14 +15,14 @@ from typing import Any
 import pytest
 import stoq_plugin_filedir.plugin as filedir_plugin
 
-from stoq_core import Payload, Stoq, StoqPluginException
+from stoq_core import Request, Stoq, StoqPluginException
 
 
-def ingest(stoq: Stoq) -> list[Payload]:
+def ingest(stoq: Stoq) -> list[Any]:
     """Run the provider once and return what it queued, in order."""
     provider = stoq.load_plugin("filedir")
 
-    async def run() -> list[Payload]:
+    async def run() -> list[Any]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         await provider.ingest(queue)
         return [queue.get_nowait() for _ in range(queue.qsize())]
@@ -27,7 +30,8 @@ def ingest(stoq: Stoq) -> list[Payload]:
     return asyncio.run(run())
 
 
-def names(payloads: list[Payload]) -> list[str]:
+def names(items: list[Any]) -> list[str]:
+    payloads = [item.payloads[0] if isinstance(item, Request) else item for item in items]
     return [p.results.payload_meta.extra_data["filename"] for p in payloads]
 
 
@@ -129,6 +133,61 @@ def test_a_symlink_loop_is_walked_once(make_stoq: Callable[..., Stoq], source: P
     assert names(payloads) == ["a.txt"]
 
 
+# Swaps directory ``argv[1]`` for a symbolic link to ``argv[2]`` and back, each step an atomic
+# rename, until killed (or bounded); prints a line once it has started.
+SWAPPER = """
+import os, sys
+name, target = sys.argv[1], sys.argv[2]
+link, real = name + ".link", name + ".real"
+os.symlink(target, link)
+print("swapping", flush=True)
+for _ in range(5_000_000):
+    os.rename(name, real)
+    os.rename(link, name)
+    os.rename(name, link)
+    os.rename(real, name)
+"""
+
+
+def test_a_directory_swapped_for_a_symlink_while_ingesting_is_never_followed(
+    make_stoq: Callable[..., Stoq], source: Path, tmp_path: Path
+) -> None:
+    # Listed as a directory, then a link when its file is opened: each name is opened in turn
+    # with no link followed, so the walk never leaves source_dir.
+    (source / "sub").mkdir()
+    (source / "sub" / "sample").write_bytes(b"inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "sample").write_bytes(b"OUTSIDE")
+    provider = make_stoq(
+        {"source_dir": str(source), "recursive": True}, providers=["filedir"]
+    ).load_plugin("filedir")
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(source / "sub"), str(outside)],
+        stdout=subprocess.PIPE,
+    )
+
+    async def ingest_many() -> list[bytes]:
+        read = []
+        for _ in range(400):
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            await provider.ingest(queue)
+            read += [bytes(queue.get_nowait().content) for _ in range(queue.qsize())]
+        return read
+
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline() == b"swapping\n"
+        read = asyncio.run(ingest_many())
+        still_swapping = swapper.poll() is None
+    finally:
+        swapper.kill()
+        swapper.wait(60)
+
+    assert still_swapping
+    assert b"OUTSIDE" not in read
+    assert set(read) == {b"inside"}
+
+
 def test_a_fifo_is_skipped_with_a_log_line_and_the_rest_is_ingested(
     make_stoq: Callable[..., Stoq], source: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -209,6 +268,75 @@ def test_results_and_archive_directories_inside_source_dir_are_not_ingested(
     assert names(payloads) == ["sample.txt"]
 
 
+def test_a_file_over_max_payload_size_is_an_error_and_the_rest_is_ingested(
+    make_stoq: Callable[..., Stoq], source: Path
+) -> None:
+    # #12: a 6 GB file made the provider fail with MemoryError, and no other file was ingested.
+    (source / "a.txt").write_bytes(b"small")
+    (source / "big.bin").write_bytes(b"B" * 101)
+    (source / "c.txt").write_bytes(b"C" * 100)
+
+    items = ingest(
+        make_stoq({"source_dir": str(source), "max_payload_size": 100}, providers=["filedir"])
+    )
+
+    assert names(items) == ["a.txt", "big.bin", "c.txt"]
+    assert [item.content for item in (items[0], items[2])] == [b"small", b"C" * 100]
+    oversized = items[1]
+    assert isinstance(oversized, Request)
+    [placeholder] = oversized.payloads
+    meta = placeholder.results.payload_meta
+    assert (placeholder.content, meta.should_scan, meta.should_archive) == (b"", False, False)
+    assert meta.extra_data == {"filename": "big.bin", "source_dir": str(source)}
+    [error] = oversized.errors
+    assert (error.plugin_name, error.payload_id) == ("filedir", placeholder.results.payload_id)
+    assert error.error == (
+        f"max_payload_size (100 bytes) exceeded: {source / 'big.bin'} is 101 bytes; not read"
+    )
+
+
+def test_a_file_over_max_payload_size_is_not_read_whole(
+    make_stoq: Callable[..., Stoq], source: Path
+) -> None:
+    # A sparse file: 64 MiB to read, no disk space used.
+    with open(source / "huge.bin", "wb") as handle:
+        handle.truncate(64 << 20)
+    (source / "kept.txt").write_bytes(b"kept")
+    stoq = make_stoq(
+        {"source_dir": str(source), "max_payload_size": 1 << 20}, providers=["filedir"]
+    )
+
+    tracemalloc.start()
+    try:
+        items = ingest(stoq)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 16 << 20
+    assert names(items) == ["huge.bin", "kept.txt"]
+    assert "max_payload_size (1048576 bytes) exceeded" in items[0].errors[0].error
+
+
+def test_max_payload_size_defaults_to_the_core_s(
+    make_stoq: Callable[..., Stoq], source: Path
+) -> None:
+    stoq = make_stoq({"source_dir": str(source)}, providers=["filedir"])
+
+    assert stoq.load_plugin("filedir").max_payload_size == stoq.max_payload_size == 256 << 20
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("lots", "max_payload_size must be a whole number, not 'lots'"), ("0", "1 or more, not 0")],
+)
+def test_a_max_payload_size_that_is_not_a_positive_number_is_an_error(
+    make_stoq: Callable[..., Stoq], source: Path, value: str, message: str
+) -> None:
+    with pytest.raises(StoqPluginException, match=message):
+        make_stoq({"source_dir": str(source), "max_payload_size": value}, providers=["filedir"])
+
+
 def test_a_missing_source_dir_stops_construction(
     make_stoq: Callable[..., Stoq], tmp_path: Path
 ) -> None:
@@ -234,18 +362,14 @@ def test_ingest_without_source_dir_is_a_one_line_error(make_stoq: Callable[..., 
     assert "\n" not in str(error.value)
 
 
-def test_run_logs_the_missing_source_dir_and_ends(
-    make_stoq: Callable[..., Stoq], caplog: pytest.LogCaptureFixture
+def test_run_raises_the_missing_source_dir_before_scanning_anything(
+    make_stoq: Callable[..., Stoq],
 ) -> None:
+    # A configuration error, as a plugin that fails to load is: the CLI's one line and exit 2.
     stoq = make_stoq(providers=["filedir"])
 
-    asyncio.run(stoq.run())
-
-    failures = [
-        r.getMessage() for r in caplog.records if "provider filedir failed" in r.getMessage()
-    ]
-    assert len(failures) == 1
-    assert "source_dir is not set" in failures[0]
+    with pytest.raises(StoqPluginException, match="source_dir is not set"):
+        asyncio.run(asyncio.wait_for(stoq.run(), 60))
 
 
 def test_a_source_dir_removed_after_construction_is_reported_at_ingest(

@@ -66,3 +66,31 @@ def test_run_with_watch_ends_after_watch_limit_files(
     asyncio.run(run_and_drop_a_file())
 
     assert len(list(results.iterdir())) == 2
+
+
+@pytest.mark.usefixtures("echo_worker")
+def test_run_saves_a_result_holding_the_error_for_a_file_over_max_payload_size(
+    make_stoq: Callable[..., Stoq], source: Path, tmp_path: Path
+) -> None:
+    (source / "big.bin").write_bytes(b"B" * 64)
+    (source / "small.txt").write_bytes(b"small")
+    results = tmp_path / "results"
+    stoq = make_stoq(
+        {"source_dir": str(source), "results_dir": str(results), "max_payload_size": 32},
+        providers=["filedir"],
+        connectors=["filedir"],
+        always_dispatch=["echo"],
+    )
+
+    stats = asyncio.run(asyncio.wait_for(stoq.run(), 30))
+
+    written = {}
+    for path in results.iterdir():
+        response = json.loads(path.read_text())
+        written[response["results"][0]["payload_meta"]["extra_data"]["filename"]] = response
+    assert (stats.scanned, stats.with_errors, sorted(written)) == (2, 1, ["big.bin", "small.txt"])
+    assert written["small.txt"]["results"][0]["workers"] == {"echo": {"content": "small"}}
+    assert written["big.bin"]["results"][0]["workers"] == {}
+    assert [e["error"] for e in written["big.bin"]["errors"]] == [
+        f"max_payload_size (32 bytes) exceeded: {source / 'big.bin'} is 64 bytes; not read"
+    ]

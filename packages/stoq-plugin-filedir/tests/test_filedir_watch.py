@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from stoq_core import Payload, Stoq
+from stoq_core import Payload, Request, Stoq
 
 # Every wait in these tests is bounded by this many seconds.
 LIMIT = 10
@@ -117,6 +117,56 @@ def test_each_file_is_queued_once(watching: Callable[..., Stoq], source: Path) -
     payloads = watch(watching(watch_limit=3), create_two, source)
 
     assert [p.content for p in payloads] == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["notified", "polling"])
+def test_a_file_renamed_after_it_was_ingested_is_not_queued_again(
+    watching: Callable[..., Stoq], source: Path, polling: bool
+) -> None:
+    # The same version under a new name (#12); the change that follows is a new version.
+    async def rename_then_change(queue: asyncio.Queue[Any]) -> None:
+        os.rename(source / "ready.txt", source / "renamed.txt")
+        await asyncio.sleep(0.5)
+        with open(source / "renamed.txt", "ab") as handle:
+            handle.write(b", changed")
+
+    stoq = watching(watch_limit=2, watch_polling=polling, watch_settle=0.2)
+    payloads = watch(stoq, rename_then_change, source)
+
+    assert [(p.content, p.results.payload_meta.extra_data["filename"]) for p in payloads] == [
+        (b"ready, changed", "renamed.txt")
+    ]
+
+
+def test_a_file_moved_into_a_subdirectory_after_it_was_ingested_is_not_queued_again(
+    watching: Callable[..., Stoq], source: Path
+) -> None:
+    (source / "sub").mkdir()
+
+    async def move_then_create(queue: asyncio.Queue[Any]) -> None:
+        os.rename(source / "ready.txt", source / "sub" / "ready.txt")
+        await asyncio.sleep(0.3)
+        (source / "sub" / "new.txt").write_text("new")
+
+    payloads = watch(watching(watch_limit=2, recursive=True), move_then_create, source)
+
+    assert [p.content for p in payloads] == [b"new"]
+
+
+def test_a_new_file_over_max_payload_size_is_queued_as_an_error(
+    watching: Callable[..., Stoq], source: Path
+) -> None:
+    async def create_big(queue: asyncio.Queue[Any]) -> None:
+        (source / "big.bin").write_bytes(b"B" * 100)
+
+    payloads = watch(watching(watch_limit=2, max_payload_size=10), create_big, source)
+
+    [request] = payloads
+    assert isinstance(request, Request)
+    assert request.payloads[0].results.payload_meta.extra_data["filename"] == "big.bin"
+    assert [e.error for e in request.errors] == [
+        f"max_payload_size (10 bytes) exceeded: {source / 'big.bin'} is 100 bytes; not read"
+    ]
 
 
 def test_new_files_in_subdirectories_are_ingested_when_recursive(

@@ -19,11 +19,13 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import errno
 import os
 import secrets
 import stat
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any, Optional
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, NamedTuple, Optional, Union
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -31,6 +33,7 @@ from watchdog.observers.polling import PollingObserver
 
 from stoq_core import (
     ArchiverResponse,
+    Error,
     Payload,
     PayloadMeta,
     Request,
@@ -43,8 +46,11 @@ from stoq_core.plugins import ArchiverPlugin, ConnectorPlugin, ProviderPlugin
 
 __all__ = ["FileDirPlugin"]
 
-# How many ingested files a watch remembers, so that one version of a file is queued once.
+# How many ingested file versions a watch remembers, so that each is queued once.
 _REMEMBERED_FILES = 100_000
+
+# The core's default [core] max_payload_size; the provider cannot see the core's settings.
+_MAX_PAYLOAD_SIZE = 256 << 20
 
 # The provider reads up to this many files, or until it has this many bytes, per trip to a thread.
 _READ_BATCH_FILES = 64
@@ -58,6 +64,22 @@ class _Skip(Exception):
     """A file the provider passes over; the message says why."""
 
 
+class _Link(Exception):
+    """A symbolic link met on a walk that follows none; the message is its path."""
+
+
+#: One version of a file: device, inode, size and modification time. A rename keeps it.
+_Version = tuple[int, int, int, int]
+
+
+class _File(NamedTuple):
+    """What reading one file gave."""
+
+    content: Optional[bytes]  #: ``None``: over ``max_payload_size``, not read
+    size: Optional[int]  #: ``None``: only known to be over the limit (it grew while read)
+    version: _Version
+
+
 class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
     """Ingest a directory, save results as JSON files, archive payloads by sha1.
 
@@ -66,7 +88,8 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
 
     - provider: ``source_dir`` (required), ``recursive`` (false), ``follow_symlinks`` (false),
       ``watch`` (false), ``watch_limit`` (0: no limit), ``watch_settle`` (1.0 seconds),
-      ``watch_polling`` (false);
+      ``watch_polling`` (false), ``max_payload_size`` (256 MiB, the core's default; ``get``
+      keeps to it too);
     - connector: ``results_dir`` (``results``), ``date_mode`` (false), ``date_format``
       (``%Y/%m/%d``), ``compactly`` (true);
     - archiver: ``archive_dir`` (``archive``), ``use_sha`` (true);
@@ -88,6 +111,10 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
         self.watch_limit: int = _number(config, "watch_limit", 0, int)
         self.watch_settle: float = _number(config, "watch_settle", 1.0, float)
         self.watch_polling = _boolean(config, "watch_polling", False)
+        #: Bytes one file may have; a larger one is not read but reported as an ``Error``.
+        self.max_payload_size: int = _number(config, "max_payload_size", _MAX_PAYLOAD_SIZE, int)
+        if self.max_payload_size < 1:
+            raise StoqPluginException("max_payload_size must be 1 or more, not 0")
 
         self.results_dir = _path(config, "results_dir", "results")
         self.date_mode = _boolean(config, "date_mode", False)
@@ -105,7 +132,11 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
 
         Each payload's ``extra_data`` holds ``filename`` (the base name) and ``source_dir`` (the
         file's directory). Files that vanish, cannot be read or are not regular files (FIFOs,
-        sockets, devices) are logged and skipped; so are symbolic links unless ``follow_symlinks``.
+        sockets, devices) are logged and skipped; so are symbolic links unless ``follow_symlinks``
+        (met anywhere below ``source_dir``: each path is opened one name at a time, following
+        none). A file over ``max_payload_size`` is not read: it is queued as a ``Request`` whose
+        one payload (not scanned, not archived, empty) carries its ``extra_data`` and an ``Error``
+        naming the limit.
 
         :raises StoqPluginException: ``source_dir`` is not set, missing or not a directory.
         """
@@ -123,25 +154,63 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
             async for path in files:
                 batch.append(path)
                 if len(batch) == _READ_BATCH_FILES:
-                    await self._queue_files(batch, queue)
+                    await self._queue_files(source, batch, queue)
                     batch = []
-            await self._queue_files(batch, queue)
+            await self._queue_files(source, batch, queue)
 
-    async def _queue_files(self, paths: list[str], queue: asyncio.Queue[Any]) -> None:
+    async def _queue_files(self, source: str, paths: list[str], queue: asyncio.Queue[Any]) -> None:
         """Read ``paths`` in a few trips to a thread, and queue each file as a payload.
 
         A trip to a thread costs more than reading a small file (100-300 us against tens
         here), so one trip reads files until they add up to ``_READ_BATCH_BYTES``.
         """
         while paths:
-            read, paths = await asyncio.to_thread(
-                _read_files, paths, self.follow_symlinks, _READ_BATCH_BYTES
-            )
-            for path, content in read:
-                if isinstance(content, _Skip):
-                    self.log.warning("skipping %s: %s", path, content)
+            read, paths = await asyncio.to_thread(self._read_files, source, paths)
+            for path, file in read:
+                if isinstance(file, _Skip):
+                    self.log.warning("skipping %s: %s", path, file)
                 else:
-                    await queue.put(_file_payload(path, content))
+                    await queue.put(self._item(path, file))
+
+    def _read_files(
+        self, source: str, paths: list[str]
+    ) -> tuple[list[tuple[str, _File | _Skip]], list[str]]:
+        """Read ``paths`` in order until ``_READ_BATCH_BYTES`` have been read (at least one file).
+
+        Runs in a worker thread. :returns: each path read with what it gave (or why it was
+        skipped), and the paths left.
+        """
+        read: list[tuple[str, _File | _Skip]] = []
+        total = 0
+        with _SourceFiles(source, self.follow_symlinks) as files:
+            for index, path in enumerate(paths):
+                if total >= _READ_BATCH_BYTES:
+                    return read, paths[index:]
+                try:
+                    file = files.read(path, self.max_payload_size)
+                except _Skip as exc:
+                    read.append((path, exc))
+                    continue
+                read.append((path, file))
+                total += len(file.content or b"")
+        return read, []
+
+    def _item(self, path: str, file: _File) -> Union[Payload, Request]:
+        """The queue item for a file read: its payload, or a request saying why it was not read."""
+        meta = PayloadMeta(
+            extra_data={"filename": os.path.basename(path), "source_dir": os.path.dirname(path)}
+        )
+        if file.content is not None:
+            return Payload(file.content, meta)
+        # Queued, not dropped: the response names the file, so no input vanishes unreported.
+        meta.should_scan = meta.should_archive = False
+        placeholder = Payload(b"", meta)
+        size = f"{file.size} bytes" if file.size is not None else "larger"
+        message = (
+            f"max_payload_size ({self.max_payload_size} bytes) exceeded: {path} is {size}; not read"
+        )
+        error = Error(message, self.plugin_name, placeholder.results.payload_id)
+        return Request([placeholder], errors=[error])
 
     async def _files(self, top: str) -> AsyncGenerator[str, None]:
         """The files under ``top`` in name order, descending into directories if ``recursive``."""
@@ -177,13 +246,21 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
             if directory != top and _within(top, directory)
         }
 
-    async def _payload(self, path: str) -> Optional[Payload]:
+    async def _read(
+        self, source: str, path: str
+    ) -> Optional[tuple[Union[Payload, Request], _Version]]:
+        """One file's queue item and the version read, or ``None`` (logged) if it was skipped."""
+
+        def read() -> _File:
+            with _SourceFiles(source, self.follow_symlinks) as files:
+                return files.read(path, self.max_payload_size)
+
         try:
-            content = await asyncio.to_thread(_read_file, path, self.follow_symlinks)
+            file = await asyncio.to_thread(read)
         except _Skip as exc:
             self.log.warning("skipping %s: %s", path, exc)
             return None
-        return _file_payload(path, content)
+        return self._item(path, file), file.version
 
     # -- connector -------------------------------------------------------------------------
 
@@ -219,10 +296,14 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
     async def get(self, task: ArchiverResponse) -> Payload:
         """Load the payload ``archive`` saved, from ``task.results["path"]``.
 
-        A relative path is taken from ``archive_dir``.
+        A relative path is taken from ``archive_dir``. The file is opened one name at a time
+        from ``archive_dir``, each relative to the directory opened before and following no
+        symbolic link: checking the path first and opening it after would let a directory
+        swapped for a link in between lead outside (#12).
 
         :raises StoqPluginException: the task has no path, the path leads outside
-            ``archive_dir`` (through ``..`` or a symbolic link), or the file cannot be read.
+            ``archive_dir`` (through ``..``) or through a symbolic link, the file is over
+            ``max_payload_size``, or it cannot be read.
         """
         results = task.results
         path = results.get("path") if isinstance(results, Mapping) else None
@@ -230,17 +311,53 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
             raise StoqPluginException(
                 f'a filedir task must be {{"path": ...}} as archive returns it, not {results!r}'
             )
-        root = os.path.realpath(self.archive_dir)
-        resolved = os.path.realpath(os.path.join(self.archive_dir, path))
-        if resolved == root or os.path.commonpath([root, resolved]) != root:
+        parts = _parts_within(self.archive_dir, path)
+        if parts is None:
             raise StoqPluginException(
                 f"refusing to read {path!r}: it is outside archive_dir {self.archive_dir}"
             )
+        file = await asyncio.to_thread(self._read_archived, path, parts)
+        if file.content is None:
+            size = f"{file.size} bytes" if file.size is not None else "larger"
+            raise StoqPluginException(
+                f"cannot load {path!r} from the archive: max_payload_size "
+                f"({self.max_payload_size} bytes) exceeded: it is {size}"
+            )
+        full = os.path.join(self.archive_dir, *parts)
+        return Payload(file.content, PayloadMeta(extra_data={"path": full}))
+
+    def _read_archived(self, path: str, parts: list[str]) -> _File:
+        """Read ``archive_dir/parts...`` following no link; runs in a worker thread."""
+        if not _CAN_WALK:
+            raise StoqPluginException(
+                "get needs to open files relative to a directory without following links "
+                "(openat and O_NOFOLLOW), which this system cannot"
+            )
         try:
-            content = await asyncio.to_thread(_read_file, resolved, False)
+            root = os.open(self.archive_dir, _DIRECTORY_FLAGS)
+        except OSError as exc:
+            raise StoqPluginException(
+                f"cannot load {path!r} from the archive: archive_dir {self.archive_dir}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        try:
+            fd = _open_beneath(root, parts)
+            try:
+                return _read_open_file(fd, self.max_payload_size)
+            finally:
+                os.close(fd)
+        except _Link as link:
+            raise StoqPluginException(
+                f"refusing to read {path!r}: {str(link)!r} is a symbolic link, and get follows "
+                f"none (one could lead outside archive_dir {self.archive_dir})"
+            ) from None
         except _Skip as exc:
             raise StoqPluginException(f"cannot load {path!r} from the archive: {exc}") from None
-        return Payload(content, PayloadMeta(extra_data={"path": resolved}))
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoqPluginException(f"cannot load {path!r} from the archive: {why}") from None
+        finally:
+            os.close(root)
 
 
 class _Watch:
@@ -259,9 +376,8 @@ class _Watch:
         self.log = plugin.log
         self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.settling: dict[str, asyncio.Task[None]] = {}
-        self.ingested: collections.OrderedDict[str, tuple[int, int, int]] = (
-            collections.OrderedDict()
-        )
+        # Versions, not paths: a file renamed after it was queued is the same version (#12).
+        self.ingested: collections.OrderedDict[_Version, None] = collections.OrderedDict()
         self.count = 0
         self.excluded = plugin._own_directories(source)
 
@@ -348,17 +464,22 @@ class _Watch:
         if version is None:
             self.log.info("skipping %s: it vanished before it could be read", path)
             return
-        if self.ingested.get(path) == version:
-            return  # this version was queued already (seen by the walk and an event)
-        payload = await self.plugin._payload(path)
-        if payload is None:
+        if version in self.ingested:
+            # Queued already: seen by the walk and an event, or since renamed or moved.
+            self.ingested.move_to_end(version)
             return
-        self.ingested[path] = version
-        self.ingested.move_to_end(path)
+        read = await self.plugin._read(self.source, path)
+        if read is None:
+            return
+        item, version = read  # the version read, which may be newer than the one checked
+        if version in self.ingested:
+            return
+        self.ingested[version] = None
+        self.ingested.move_to_end(version)
         if len(self.ingested) > _REMEMBERED_FILES:
             self.ingested.popitem(last=False)
         self.count += 1
-        await self.queue.put(payload)
+        await self.queue.put(item)
 
     def _wanted(self, path: str) -> bool:
         directory = os.path.dirname(path)
@@ -424,72 +545,177 @@ def _list_directory(
                 elif entry.is_dir():
                     kind = "dir"
                 else:
-                    # Regular files, and anything else _read_file will refuse with a reason.
+                    # Regular files, and anything else _SourceFiles.read refuses with a reason.
                     kind = "file"
                 identity = (0, 0)
                 if kind == "dir":
                     info = entry.stat()
                     identity = (info.st_dev, info.st_ino)
             except OSError:
-                kind, identity = "file", (0, 0)  # vanished; _read_file says so
+                kind, identity = "file", (0, 0)  # vanished; _SourceFiles.read says so
             entries.append((entry.path, kind, identity))
     return entries
 
 
-def _file_payload(path: str, content: bytes) -> Payload:
-    meta = PayloadMeta(
-        extra_data={"filename": os.path.basename(path), "source_dir": os.path.dirname(path)}
-    )
-    return Payload(content, meta)
+# Opening a FIFO must not wait for a writer (O_NONBLOCK); fstat then tells what was opened.
+_FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+# Opening one name relative to an open directory (openat) is what makes a walk race-free.
+_CAN_WALK = bool(_NOFOLLOW) and hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
 
 
-def _read_files(
-    paths: list[str], follow_symlinks: bool, max_bytes: int
-) -> tuple[list[tuple[str, bytes | _Skip]], list[str]]:
-    """Read ``paths`` in order until ``max_bytes`` have been read (at least one file).
+class _SourceFiles:
+    """Reads files under ``source`` in a worker thread, ``source`` held open meanwhile.
 
-    :returns: each path read with its bytes (or why it was skipped), and the paths left.
+    Without ``follow_symlinks``, each file is opened one name at a time from ``source``,
+    following no link: a directory swapped for a link after it was listed is not entered.
     """
-    read: list[tuple[str, bytes | _Skip]] = []
-    total = 0
-    for index, path in enumerate(paths):
-        if total >= max_bytes:
-            return read, paths[index:]
+
+    def __init__(self, source: str, follow_symlinks: bool) -> None:
+        self.source = source
+        self.prefix = source if source.endswith(os.sep) else source + os.sep
+        self.follow_symlinks = follow_symlinks
+        self.root: Optional[int] = None
+        self.root_error: Optional[str] = None
+
+    def __enter__(self) -> _SourceFiles:
+        if not self.follow_symlinks and _CAN_WALK:
+            try:
+                self.root = os.open(self.source, _DIRECTORY_FLAGS)
+            except OSError as exc:
+                self.root_error = f"source_dir {self.source}: {exc.strerror or exc}"
+        return self
+
+    def __exit__(
+        self,
+        kind: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        if self.root is not None:
+            os.close(self.root)
+            self.root = None
+
+    def read(self, path: str, limit: int) -> _File:
+        """The file at ``path``, read up to ``limit`` bytes.
+
+        :raises _Skip: it vanished, cannot be read, is a symbolic link (unless
+            ``follow_symlinks``) or is not a regular file.
+        """
         try:
-            content = _read_file(path, follow_symlinks)
-        except _Skip as exc:
-            read.append((path, exc))
-            continue
-        read.append((path, content))
-        total += len(content)
-    return read, []
+            fd = self._open(path)
+        except _Link as link:
+            where = "" if str(link) == path else f"{link} is "
+            raise _Skip(f"{where}a symbolic link (follow_symlinks is off)") from None
+        except OSError as exc:
+            raise _Skip(exc.strerror or str(exc)) from None
+        try:
+            return _read_open_file(fd, limit)
+        finally:
+            os.close(fd)
+
+    def _open(self, path: str) -> int:
+        if self.follow_symlinks:
+            return os.open(path, _FILE_FLAGS)
+        if self.root_error is not None:
+            raise _Skip(self.root_error)
+        if self.root is None:  # no openat here: refuse a link at the last step only
+            try:
+                return os.open(path, _FILE_FLAGS | _NOFOLLOW)
+            except OSError:
+                if os.path.islink(path):
+                    raise _Link(path) from None
+                raise
+        # Every path here was made by joining names to source: no "." or ".." to resolve.
+        if not path.startswith(self.prefix):
+            raise _Skip(f"not inside source_dir {self.source}")
+        parts = path[len(self.prefix) :].split(os.sep)
+        try:
+            return _open_beneath(self.root, parts)
+        except _Link as link:
+            raise _Link(os.path.join(self.source, str(link))) from None
 
 
-def _read_file(path: str, follow_symlinks: bool) -> bytes:
-    """The bytes of the regular file at ``path``.
+def _parts_within(root: str, path: str) -> Optional[list[str]]:
+    """The names leading from ``root`` to ``path`` (relative paths start at ``root``), or
+    ``None`` if ``path`` is not below ``root``. ``..`` is resolved by name, as no link is
+    followed afterwards."""
+    full = os.path.normpath(os.path.join(root, path))
+    relative = None
+    # root itself may be reached through links (it is configuration, trusted): its resolved
+    # spelling counts too.
+    for spelling in dict.fromkeys((os.path.normpath(root), os.path.realpath(root))):
+        if _within(spelling, full) and full != spelling:
+            relative = os.path.relpath(full, spelling)
+            break
+    if relative is None:
+        return None
+    return relative.split(os.sep)
 
-    :raises _Skip: it vanished, cannot be read, or is not a regular file.
+
+def _open_beneath(root: int, parts: Sequence[str]) -> int:
+    """Open the file ``parts`` names below the open directory ``root``, following no link.
+
+    Each name is opened relative to the directory opened before it (openat) with
+    ``O_NOFOLLOW``, so nothing changed between a check and an open can redirect it (#12).
+
+    :returns: the file's descriptor, for the caller to close.
+    :raises _Link: a name on the way is a symbolic link; the message is the path up to it.
+    :raises OSError: as ``os.open``.
     """
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then tells what was opened.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    if not follow_symlinks:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = root
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if not follow_symlinks and os.path.islink(path):
-            raise _Skip("a symbolic link (follow_symlinks is off)") from None
-        raise _Skip(exc.strerror or str(exc)) from None
+        for depth, name in enumerate(parts):
+            last = depth == len(parts) - 1
+            flags = (_FILE_FLAGS if last else _DIRECTORY_FLAGS) | _NOFOLLOW
+            try:
+                opened = os.open(name, flags, dir_fd=fd)
+            except OSError as exc:
+                # Linux says ELOOP for a link at the last step, ENOTDIR before it (O_DIRECTORY).
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_link(name, fd):
+                    raise _Link(os.path.join(*parts[: depth + 1])) from None
+                raise
+            if fd != root:
+                os.close(fd)
+            fd = opened
+    except BaseException:
+        if fd != root:
+            os.close(fd)
+        raise
+    return fd
+
+
+def _is_link(name: str, directory: int) -> bool:
+    # Only chooses the words of an error: the open has already refused.
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _Skip(f"not a regular file ({_kind(mode)})")
+        return stat.S_ISLNK(os.lstat(name, dir_fd=directory).st_mode)
+    except OSError:
+        return False
+
+
+def _read_open_file(fd: int, limit: int) -> _File:
+    """Read the open file ``fd``, stopping past ``limit`` bytes: a larger file is not read.
+
+    :raises _Skip: it is not a regular file, or reading fails.
+    """
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Skip(f"not a regular file ({_kind(info.st_mode)})")
+        version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if info.st_size > limit:
+            return _File(None, info.st_size, version)
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+            # One byte more than fstat says: a file that grew since shows it.
+            content = handle.read(info.st_size + 1)
+            if len(content) > info.st_size:
+                content += handle.read(limit + 1 - len(content))
     except OSError as exc:
         raise _Skip(exc.strerror or str(exc)) from None
-    finally:
-        os.close(fd)
+    if len(content) > limit:
+        return _File(None, None, version)
+    return _File(content, len(content), version)
 
 
 def _kind(mode: int) -> str:
@@ -505,13 +731,13 @@ def _kind(mode: int) -> str:
     return "a special file"
 
 
-def _version(path: str, follow_symlinks: bool) -> Optional[tuple[int, int, int]]:
-    """What identifies one version of a file: inode, size and modification time."""
+def _version(path: str, follow_symlinks: bool) -> Optional[_Version]:
+    """The version of the file at ``path`` now, or ``None`` if it is gone."""
     try:
         info = os.stat(path, follow_symlinks=follow_symlinks)
     except OSError:
         return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _archive_file(path: str, content: Any, content_addressed: bool, fsync: bool) -> None:
