@@ -1,7 +1,8 @@
 """stoQ's benchmark suite: the framework beside a bare baseline doing the same work, in one run.
 
     nox -s bench                 # everything, writes bench/latest.md
-    python bench/run.py small    # one section (small, scaling, large, recursion, directory, cli, redis)
+    python bench/run.py small    # one section (small, scaling, large, recursion, directory, cli,
+                                 # redis, isolation)
 
 Each measurement runs in its own subprocess (so peak RSS is that measurement's alone), repeats
 a few times, and reports the median. Nothing here asserts a speed: it prints figures.
@@ -430,6 +431,13 @@ def bench_redis() -> list[str]:
     ]
 
 
+def bench_isolation() -> list[str]:
+    """``isolate = true`` against in-process: see ``isolation.py``."""
+    from isolation import bench_isolation as rows  # beside this file
+
+    return rows()
+
+
 SECTIONS: dict[str, Callable[[], list[str]]] = {
     "small": bench_small,
     "scaling": bench_scaling,
@@ -438,6 +446,7 @@ SECTIONS: dict[str, Callable[[], list[str]]] = {
     "directory": bench_directory,
     "cli": bench_cli,
     "redis": bench_redis,
+    "isolation": bench_isolation,
 }
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +13,12 @@ TESTS = Path(__file__).parent
 
 # The fixtures plugin authors use; the core's own tests use them too.
 pytest_plugins = ["stoq_core.testing"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Plugin directories the tests write must not be group-writable, whatever the umask of the
+    # machine: stoQ refuses v3 plugins that others can write.
+    os.umask(0o022)
 
 
 @pytest.fixture

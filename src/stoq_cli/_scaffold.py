@@ -4,8 +4,12 @@ Every generated file is built here from small string templates: a pyproject (hat
 the ``stoq.plugins`` entry point, the plugin module with one commented example per chosen hook,
 tests that pass as generated (through ``stoq_core.testing``), a README and ``py.typed``.
 
-Each hook's example brings its own options, imports, tests and README lines, so any subset of
-hooks gives a module that imports exactly what it uses.
+Each hook's example brings its own options, imports, helper functions, tests and README lines,
+so any subset of hooks gives a module that imports exactly what it uses.
+
+The examples that write and read files are safe to copy (issue 12): their directories default
+to ``$STOQ_HOME``, never to a fixed name in the shared temporary directory; files are created
+exclusively and renamed into place, and never opened through a symbolic link.
 """
 
 from __future__ import annotations
@@ -188,7 +192,19 @@ class Scaffold:
         # A constructor with nothing to read still needs a statement after its comments.
         option_lines = "\n".join(options.values()) or "        self.config = config"
         methods = "".join(example.method for example in examples)
-        body = _PLUGIN_HEAD + imports + _PLUGIN_CLASS + option_lines + "\n" + methods
+        # Module-level helpers after the class, each once however many hooks use it.
+        helpers: dict[str, str] = {}
+        for example in examples:
+            helpers.update(example.helpers)
+        body = (
+            _PLUGIN_HEAD
+            + imports
+            + _PLUGIN_CLASS
+            + option_lines
+            + "\n"
+            + methods
+            + "".join(helpers.values())
+        )
         return self._subst(body, python=True)
 
     def _tests(self) -> str:
@@ -346,6 +362,7 @@ class _Example:
     tests: str
     usage: tuple[str, str]  # a command line, and what it does
     option_rows: tuple[str, ...] = ()
+    helpers: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> module code
 
 
 # The generated files are laid out for a line length of 88 (ruff's and black's default), so
@@ -647,11 +664,74 @@ def test_get_dispatches_leaves_other_payloads_alone(stoq_with):
     ),
 )
 
+# Module-level helpers of the examples that touch files, shared by the hooks that use them.
+
+_OPTION_DIR = '''
+
+def _option_dir(config: StoqConfigParser, option: str, default: str) -> Path:
+    """The directory ``option`` names, else ``default`` under stoQ's home.
+
+    stoQ's home is the stoq command's: $$STOQ_HOME, else ~/.stoq. Not the temporary
+    directory: a fixed name there is one another user can create first, or fill with
+    links to files of their choosing for this plugin to write through.
+    """
+    given = config.get("options", option, fallback="")
+    home = os.environ.get("STOQ_HOME") or "~/.stoq"
+    return Path(given or os.path.join(home, default)).expanduser()
+'''
+
+_WRITE_FILE = '''
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole, never through a symbolic link.
+
+    The bytes go to a new file with a random name, created exclusively (O_EXCL fails
+    if anything is there, a link included) and readable by you alone, then renamed to
+    ``path``: a rename replaces a link at ``path``, never the file it points to.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+'''
+
+_READ_FILE = '''
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``; a symbolic link there is refused.
+
+    O_NOFOLLOW makes the open itself fail on a link, so a link swapped in after a
+    check cannot turn the read to another file; O_NONBLOCK keeps a FIFO from hanging.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if path.is_symlink():
+            raise StoqPluginException(f"{path} is a symbolic link: not read") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoqPluginException(f"{path} is not a regular file")
+        return handle.read()
+'''
+
+_ARCHIVE_DIR_ROW = (
+    "| `archive_dir` | `$$STOQ_HOME/archive/${name}` | where `archive` saves payloads, "
+    "and `get` loads them, by sha256 |"
+)
+
 _ARCHIVE = _Example(
     role="destination archiver",
     imports=(
         "os",
-        "tempfile",
+        "secrets",
         "pathlib:Path",
         "stoq_core:ArchiverResponse",
         "stoq_core:Payload",
@@ -659,9 +739,9 @@ _ARCHIVE = _Example(
     ),
     options={
         "archive_dir": (
-            '        default_archive = os.path.join(tempfile.gettempdir(), "stoq-archive")\n'
-            '        archive_dir = config.get("options", "archive_dir", fallback=default_archive)\n'
-            "        self.archive_dir = Path(archive_dir).expanduser()"
+            "        self.archive_dir = _option_dir(\n"
+            '            config, "archive_dir", f"archive/{self.plugin_name}"\n'
+            "        )"
         )
     },
     method='''
@@ -675,11 +755,14 @@ _ARCHIVE = _Example(
         """
         sha256 = payload.digest("sha256")  # computed once, shared with the core
         path = self.archive_dir / sha256
-        if not path.exists():
-            self.archive_dir.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(bytes(payload.content))
+        # Named by content: a regular file of this name holds these bytes already.
+        if path.is_symlink() or not path.is_file():
+            # Private (0700): payloads may be malware, or someone's documents.
+            self.archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_file(path, bytes(payload.content))
         return ArchiverResponse({"path": str(path), "sha256": sha256})
 ''',
+    helpers={"_option_dir": _OPTION_DIR, "_write_file": _WRITE_FILE},
     test_imports=("pathlib:Path", "stoq_core.testing:call_hook", "stoq_core.testing:make_payload"),
     tests="""
 
@@ -691,50 +774,109 @@ def test_archive_saves_the_bytes_under_their_sha256(stoq_with, tmp_path):
     path = Path(outcome.value.results["path"])
     assert path == tmp_path / "archive" / payload.digest("sha256")
     assert path.read_bytes() == b"keep me"
+
+
+def test_archive_defaults_to_a_directory_in_stoq_home(stoq_with, tmp_path, monkeypatch):
+    monkeypatch.setenv("STOQ_HOME", str(tmp_path / "home"))
+    payload = make_payload(b"keep me")
+    outcome = call_hook(stoq_with(NAME), NAME, "archive", payload)
+    assert outcome.errors == []
+    expected = tmp_path / "home" / "archive" / NAME / payload.digest("sha256")
+    assert Path(outcome.value.results["path"]) == expected
+
+
+def test_archive_never_writes_through_a_link_planted_at_its_path(stoq_with, tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    payload = make_payload(b"the payload")
+    target = tmp_path / "victim"  # a write through the link would create it
+    (archive / payload.digest("sha256")).symlink_to(target)
+    stoq = stoq_with(NAME, options={"archive_dir": str(archive)})
+    outcome = call_hook(stoq, NAME, "archive", payload)
+    assert outcome.errors == []
+    assert not target.exists()
+    saved = archive / payload.digest("sha256")
+    assert not saved.is_symlink()
+    assert saved.read_bytes() == b"the payload"
 """,
     usage=("stoq scan FILE -A ${name}", "an archiver: saves every payload's bytes"),
-    option_rows=(
-        "| `archive_dir` | `stoq-archive` in the temporary directory | where `archive` "
-        "saves payloads |",
-    ),
+    option_rows=(_ARCHIVE_DIR_ROW,),
 )
 
 _GET = _Example(
     role="source archiver",
     imports=(
+        "os",
+        "re",
+        "stat",
         "pathlib:Path",
         "stoq_core:ArchiverResponse",
         "stoq_core:Payload",
         "stoq_core:PayloadMeta",
+        "stoq_core:StoqPluginException",
     ),
-    options={},
+    options={
+        "archive_dir": (
+            "        self.archive_dir = _option_dir(\n"
+            '            config, "archive_dir", f"archive/{self.plugin_name}"\n'
+            "        )"
+        )
+    },
     method='''
     @hookimpl
     def get(self, task: ArchiverResponse) -> Payload | None:
         """Source archiver: load a payload (stoq run -P PROVIDER -S ${name}).
 
-        ``task.results`` is what a provider queued as ``{"${name}": {...}}``, typically
-        what ``archive`` returned. A plain ``def``: reading files blocks. ``None``:
-        nothing to scan.
+        ``task.results`` is what a provider queued as ``{"${name}": {...}}``:
+        typically what ``archive`` returned. A plain ``def``: reading files
+        blocks. ``None``: nothing to scan.
         """
-        path = Path(task.results["path"])
-        meta = PayloadMeta(extra_data={"filename": path.name})
-        return Payload(path.read_bytes(), meta)
+        # Only a file of archive_dir, named by its sha256: a task comes from a queue,
+        # and a path in it could name any file this process can read.
+        sha256 = str(task.results.get("sha256", ""))
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise StoqPluginException(f"the task's sha256 is not valid: {sha256!r}")
+        content = _read_file(self.archive_dir / sha256)
+        return Payload(content, PayloadMeta(extra_data={"sha256": sha256}))
 ''',
-    test_imports=("stoq_core:ArchiverResponse", "stoq_core.testing:call_hook"),
+    helpers={"_option_dir": _OPTION_DIR, "_read_file": _READ_FILE},
+    test_imports=("hashlib", "stoq_core:ArchiverResponse", "stoq_core.testing:call_hook"),
     tests="""
 
-def test_get_loads_the_payload_a_task_points_to(stoq_with, tmp_path):
-    saved = tmp_path / "sample.bin"
-    saved.write_bytes(b"stored bytes")
-    task = ArchiverResponse({"path": str(saved)})
-    outcome = call_hook(stoq_with(NAME), NAME, "get", task)
+def test_get_loads_an_archived_payload_by_its_sha256(stoq_with, tmp_path):
+    sha256 = hashlib.sha256(b"stored bytes").hexdigest()
+    (tmp_path / sha256).write_bytes(b"stored bytes")
+    stoq = stoq_with(NAME, options={"archive_dir": str(tmp_path)})
+    outcome = call_hook(stoq, NAME, "get", ArchiverResponse({"sha256": sha256}))
     assert outcome.errors == []
     assert outcome.value.content == b"stored bytes"
-    assert outcome.value.results.payload_meta.extra_data == {"filename": "sample.bin"}
+    assert outcome.value.results.payload_meta.extra_data == {"sha256": sha256}
+
+
+def test_get_refuses_a_symbolic_link_in_the_archive(stoq_with, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not for the archive")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    sha256 = hashlib.sha256(b"anything").hexdigest()
+    (archive / sha256).symlink_to(secret)
+    stoq = stoq_with(NAME, options={"archive_dir": str(archive)})
+    outcome = call_hook(stoq, NAME, "get", ArchiverResponse({"sha256": sha256}))
+    assert outcome.value is None
+    assert "symbolic link" in outcome.errors[0].error
+
+
+def test_get_refuses_a_task_that_names_a_path(stoq_with, tmp_path):
+    stoq = stoq_with(NAME, options={"archive_dir": str(tmp_path)})
+    task = ArchiverResponse({"sha256": "../../etc/passwd"})
+    outcome = call_hook(stoq, NAME, "get", task)
+    assert outcome.value is None
+    assert "sha256 is not valid" in outcome.errors[0].error
 """,
     usage=("stoq run -P PROVIDER -S ${name}", "a source archiver: loads queued tasks"),
+    option_rows=(_ARCHIVE_DIR_ROW,),
 )
+
 
 _DECORATE = _Example(
     role="decorator",
@@ -770,12 +912,12 @@ def test_decorate_summarises_each_response(stoq_with):
 
 _SAVE = _Example(
     role="connector",
-    imports=("os", "tempfile", "pathlib:Path", "stoq_core:StoqResponse"),
+    imports=("os", "secrets", "pathlib:Path", "stoq_core:StoqResponse"),
     options={
         "results_dir": (
-            '        default_results = os.path.join(tempfile.gettempdir(), "stoq-results")\n'
-            '        results_dir = config.get("options", "results_dir", fallback=default_results)\n'
-            "        self.results_dir = Path(results_dir).expanduser()"
+            "        self.results_dir = _option_dir(\n"
+            '            config, "results_dir", f"results/{self.plugin_name}"\n'
+            "        )"
         )
     },
     method='''
@@ -786,10 +928,12 @@ _SAVE = _Example(
         A plain ``def``: writing files blocks. A raise is recorded in the response's
         errors (and stoq exits 1); the other connectors still save.
         """
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        # Private (0700): a response tells what was scanned and what was found.
+        self.results_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.results_dir / f"{response.scan_id}.json"
-        path.write_text(str(response), encoding="utf-8")  # str(): stoQ's JSON
+        _write_file(path, str(response).encode())  # str(): stoQ's JSON
 ''',
+    helpers={"_option_dir": _OPTION_DIR, "_write_file": _WRITE_FILE},
     test_imports=("json", "stoq_core.testing:scan_sync"),
     tests="""
 
@@ -801,11 +945,19 @@ def test_save_writes_each_response_as_json(stoq_with, tmp_path):
     saved = json.loads((tmp_path / "out" / f"{response.scan_id}.json").read_text())
     assert saved["scan_id"] == response.scan_id
     assert saved["results"][0]["size"] == len(b"anything")
+
+
+def test_save_defaults_to_a_directory_in_stoq_home(stoq_with, tmp_path, monkeypatch):
+    monkeypatch.setenv("STOQ_HOME", str(tmp_path / "home"))
+    stoq = stoq_with(NAME, connectors=[NAME])
+    response = scan_sync(stoq, b"anything")
+    assert response.errors == []
+    saved = tmp_path / "home" / "results" / NAME / f"{response.scan_id}.json"
+    assert json.loads(saved.read_text())["scan_id"] == response.scan_id
 """,
     usage=("stoq scan FILE -C ${name}", "a connector: saves each response"),
     option_rows=(
-        "| `results_dir` | `stoq-results` in the temporary directory | where `save` writes "
-        "responses |",
+        "| `results_dir` | `$$STOQ_HOME/results/${name}` | where `save` writes responses |",
     ),
 )
 
@@ -813,6 +965,8 @@ _INGEST = _Example(
     role="provider",
     imports=(
         "asyncio",
+        "os",
+        "stat",
         "pathlib:Path",
         "typing:Any",
         "stoq_core:Payload",
@@ -840,9 +994,10 @@ _INGEST = _Example(
                 f"(--plugin-opts {self.plugin_name}:source_dir=DIR)"
             )
         for path in sorted(self.source_dir.iterdir()):
-            if path.is_file():
+            # Links are skipped: whoever can write to source_dir could link any file.
+            if path.is_file() and not path.is_symlink():
                 # A read may block: run it in a thread, so queued scans go on.
-                content = await asyncio.to_thread(path.read_bytes)
+                content = await asyncio.to_thread(_read_file, path)
                 meta = PayloadMeta(extra_data={"filename": path.name})
                 await queue.put(Payload(content, meta))
 ''',
@@ -860,7 +1015,22 @@ def test_ingest_queues_each_file_of_the_source_dir(stoq_with, tmp_path):
     assert stats.failed == 0
     names = sorted(r.results[0].payload_meta.extra_data["filename"] for r in responses)
     assert names == ["a.txt", "b.txt"]
+
+
+def test_ingest_skips_symbolic_links(stoq_with, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not for scanning")
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"first")
+    (source / "link.txt").symlink_to(secret)
+    stoq = stoq_with(NAME, options={"source_dir": str(source)}, providers=[NAME])
+    responses = []
+    asyncio.run(stoq.run(on_response=responses.append))
+    names = [r.results[0].payload_meta.extra_data["filename"] for r in responses]
+    assert names == ["a.txt"]
 """,
+    helpers={"_read_file": _READ_FILE},
     usage=("stoq run -P ${name} -a hash", "a provider: scans what it queues"),
     option_rows=("| `source_dir` | (required) | the directory whose files `ingest` queues |",),
 )

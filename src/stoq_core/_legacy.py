@@ -5,6 +5,9 @@ broken directory entry never stops the others. The rules are v3's (``spec/v3-beh
 "Plugin directories"): every ``*.stoq`` under each directory, recursively; ``[Core] Name`` and
 ``Module``; ``[Documentation]``; ``[options]`` defaults; exactly one plugin class per module; the
 later directory wins a name; a ``min_stoq_version`` newer than ours warns but still loads.
+
+Unlike v3, a plugin that someone other than us or root could have written is refused (issue
+12): see ``stoq_core._trust``, and ``STOQ_ALLOW_UNSAFE_PLUGIN_DIRS`` to load it anyway.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 import attrs
 
+from stoq_core._trust import ALLOW_UNSAFE_VARIABLE, REMEDY, Trust, unsafe_allowed
 from stoq_core.config import section_values
 from stoq_core.exceptions import StoqPluginException
 from stoq_core.hookspecs import HOOK_NAMES
@@ -48,6 +53,8 @@ class LegacyPlugin:
     directory: Path  #: the plugin directory it was found under (``plugin_dir_list`` entry)
     documentation: dict[str, str]
     options: dict[str, str]
+    #: Why another user could have written the plugin (then it is refused), or ``None``.
+    untrusted: Optional[str] = None
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -57,12 +64,16 @@ def discover(directories: Iterable[str | Path]) -> tuple[dict[str, LegacyPlugin]
     """Every ``*.stoq`` under ``directories``, recursively; a later directory wins a name.
 
     Broken entries (unreadable INI, no ``[Core] Name``/``Module``, no module file) are skipped
-    with a warning naming the file and the reason.
+    with a warning naming the file and the reason. A plugin another user could have written
+    is found, so that naming it gives the reason, with ``untrusted`` set: ``load_class``
+    refuses it.
 
     :returns: the plugins by name, and the broken entries (path of the .stoq file: the reason).
     """
     found: dict[str, LegacyPlugin] = {}
     broken: dict[str, str] = {}
+    trust = Trust() if hasattr(os, "geteuid") else None  # POSIX owners and modes only
+    allowed = unsafe_allowed()
     for directory in directories:
         root = Path(os.path.abspath(Path(directory).expanduser()))
         if not root.is_dir():
@@ -72,26 +83,37 @@ def discover(directories: Iterable[str | Path]) -> tuple[dict[str, LegacyPlugin]
                 # The default directories (base_dir/plugins, $STOQ_HOME/plugins) often do not exist.
                 log.debug("plugin directory %s does not exist; skipping it", root)
             continue
-        for stoq_file in _stoq_files(root):
+        for stoq_file, problem in _stoq_files(root, trust, allowed):
             try:
-                plugin = _read(stoq_file, root)
+                # A link in a directory others can write may be theirs: it is not followed.
+                plugin = _read(stoq_file, root, follow_links=problem is None or allowed)
             except StoqPluginException as exc:
-                broken[str(stoq_file)] = str(exc)
-                log.warning("skipping plugin %s: %s", stoq_file, exc)
+                reason = str(exc) if problem is None else f"refused: {problem}; {REMEDY}"
+                broken[str(stoq_file)] = reason
+                log.warning("skipping plugin %s: %s", stoq_file, reason)
                 continue
+            if problem is None and trust is not None:
+                problem = trust.plugin_files(plugin.stoq_file, plugin.module_file)
+            if problem is not None:
+                plugin = attrs.evolve(plugin, untrusted=problem)
             _note_override(found.get(plugin.name), plugin)
             found[plugin.name] = plugin
     return found, broken
 
 
-def _stoq_files(root: Path) -> list[Path]:
+def _stoq_files(
+    root: Path, trust: Optional[Trust], allowed: bool
+) -> list[tuple[Path, Optional[str]]]:
     """The ``*.stoq`` files under ``root`` in a stable order, following directory symlinks once.
 
     Symlinked plugin checkouts (``ln -s ~/src/myplugin ~/.stoq/plugins/``) are common, so links
-    are followed; a directory reached twice (a link loop) is walked only once.
+    are followed; a directory reached twice (a link loop) is walked only once. Each file comes
+    with why its directory is not safe (``Trust``), or ``None``; under an unsafe directory,
+    links are not followed unless ``allowed``.
     """
-    files: list[Path] = []
+    files: list[tuple[Path, Optional[str]]] = []
     seen: set[str] = set()
+    problems: dict[str, Optional[str]] = {}
 
     def unreadable(error: OSError) -> None:
         log.warning("cannot read plugin directory %s: %s", error.filename, error.strerror)
@@ -102,8 +124,16 @@ def _stoq_files(root: Path) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
+        # A directory under an unsafe one is unsafe too: others could have made or moved it.
+        problem = problems.get(os.path.dirname(dirpath))
+        if problem is None and trust is not None:
+            problem = trust.plugin_directory(dirpath)
+        problems[dirpath] = problem
         dirnames.sort()
-        files.extend(Path(dirpath, f) for f in sorted(filenames) if f.endswith(".stoq"))
+        if problem is not None and not allowed:
+            # Another user's link could point the walk anywhere (/, a loop of their making).
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        files.extend((Path(dirpath, f), problem) for f in sorted(filenames) if f.endswith(".stoq"))
     return files
 
 
@@ -128,13 +158,14 @@ def _note_override(previous: LegacyPlugin | None, plugin: LegacyPlugin) -> None:
         )
 
 
-def _read(stoq_file: Path, root: Path) -> LegacyPlugin:
+def _read(stoq_file: Path, root: Path, follow_links: bool = True) -> LegacyPlugin:
     # v3 read .stoq files with ConfigParser's default (basic) interpolation, so authors wrote
     # ``%%`` for a literal ``%``; reading the same way keeps their values what they were.
     parser = configparser.ConfigParser()
+    opener = None if follow_links else _open_no_follow
     try:
         # utf-8-sig: a byte-order mark (Windows editors) is not a missing [section] header.
-        with open(stoq_file, encoding="utf-8-sig") as handle:
+        with open(stoq_file, encoding="utf-8-sig", opener=opener) as handle:
             parser.read_file(handle)
     except configparser.Error as exc:
         raise StoqPluginException(f"not a valid .stoq file: {_ini_problem(exc)}") from None
@@ -164,6 +195,10 @@ def _read(stoq_file: Path, root: Path) -> LegacyPlugin:
     )
 
 
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
 def _ini_problem(exc: configparser.Error) -> str:
     """What is wrong, by line; configparser's own messages repeat the path over several lines."""
     if isinstance(exc, configparser.MissingSectionHeaderError):
@@ -191,14 +226,34 @@ def _module_file(stoq_file: Path, module: str) -> Path:
 # -- loading ---------------------------------------------------------------------------------
 
 
+def _check_trust(plugin: LegacyPlugin) -> None:
+    if plugin.untrusted is None:
+        return
+    if unsafe_allowed():
+        log.warning(
+            "plugin %r: loading %s although %s (%s is set)",
+            plugin.name,
+            plugin.module_file,
+            plugin.untrusted,
+            ALLOW_UNSAFE_VARIABLE,
+        )
+        return
+    raise StoqPluginException(
+        f"plugin {plugin.name!r} ({plugin.stoq_file}) is refused: {plugin.untrusted}, so "
+        f"another user could have written it; {REMEDY}"
+    )
+
+
 def load_class(plugin: LegacyPlugin) -> type[BasePlugin]:
     """Import the plugin's module and return its one plugin class.
 
     A ``min_stoq_version`` newer than this stoQ logs a warning naming the plugin and both
     versions; the plugin still loads, as in v3.
 
-    :raises StoqPluginException: the module fails to import, or holds no or several plugin classes.
+    :raises StoqPluginException: the plugin is ``untrusted`` (and ``STOQ_ALLOW_UNSAFE_PLUGIN_DIRS``
+        is not set), its module fails to import, or holds no or several plugin classes.
     """
+    _check_trust(plugin)
     _warn_if_too_new(plugin)
     module = _import(plugin)
     return _plugin_class(plugin, module)

@@ -12,16 +12,20 @@ other plugin still loads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+import math
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, Optional, cast
 
 import attrs
 import pluggy
 
-from stoq_core import _index, _legacy, hookspecs
+from stoq_core import _index, _isolation, _legacy, hookspecs
 from stoq_core._index import ENTRY_POINT_GROUP, PluginEntry
 from stoq_core._threads import run_blocking
 from stoq_core.config import StoqConfigParser
@@ -103,7 +107,11 @@ class PluginManager:
         plugin_dirs: Iterable[str] = (),
         config: Optional[StoqConfigParser] = None,
         plugin_opts: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        load_timeout: float = 0.0,
+        max_error_length: int = 4096,
     ) -> None:
+        self.load_timeout = load_timeout  #: seconds importing and starting a plugin may take
+        self.max_error_length = max_error_length
         self.pm = _StoqPluggy(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.config = config if config is not None else StoqConfigParser()
@@ -144,9 +152,10 @@ class PluginManager:
                 info.error = str(self._conflict(name, eps))
             else:
                 try:
-                    info.hooks = _declared_hooks(ep.load())
-                except Exception as exc:
-                    info.error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
+                    with self._bounded(name, f"importing {ep.value}", None):
+                        info.hooks = _declared_hooks(ep.load())
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt: a module's own
+                    info.error = self._describe(f"failed to import {ep.value}", exc)
             infos[name] = info
         for name, legacy in self.legacy.items():
             doc = legacy.documentation
@@ -164,9 +173,12 @@ class PluginManager:
                     "a plugin directory wins over an installed distribution"
                 )
             try:
-                info.hooks = _declared_hooks(_legacy.load_class(legacy))
+                with self._bounded(name, f"importing {legacy.directory}", None):
+                    info.hooks = _declared_hooks(_legacy.load_class(legacy))
             except StoqPluginException as exc:
-                info.error = str(exc)
+                info.error = self._cut(str(exc))
+            except BaseException as exc:
+                info.error = self._describe(f"failed to import {legacy.directory}", exc)
             infos[name] = info
         for stoq_file, reason in self.broken_legacy.items():
             infos[stoq_file] = PluginInfo(
@@ -187,9 +199,17 @@ class PluginManager:
             return loaded
         if name in self.legacy:
             legacy = self.legacy[name]
-            target: Any = _legacy.load_class(legacy)
             config = self._plugin_config(name, legacy.options, legacy.documentation)
             origin = f"plugin directory {legacy.directory}"
+            try:
+                with self._bounded(name, "importing", config):
+                    target: Any = _legacy.load_class(legacy)
+            except StoqPluginException:
+                raise
+            except BaseException as exc:
+                raise StoqPluginException(
+                    self._describe(f"plugin {name!r} from {origin} failed to import", exc)
+                ) from None
         else:
             eps = _index.entry_points().get(name)
             if not eps:
@@ -198,15 +218,17 @@ class PluginManager:
                 raise self._conflict(name, eps)
             ep = eps[0]
             origin = f"distribution {ep.dist_name}"
-            try:
-                target = ep.load()
-            except Exception as exc:
-                raise StoqPluginException(
-                    f"plugin {name!r} from {origin} failed to import {ep.value}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
             doc = {"version": ep.dist_version}
             config = self._plugin_config(name, {}, doc)
+            try:
+                with self._bounded(name, f"importing {ep.value}", config):
+                    target = ep.load()
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt: the module's own
+                raise StoqPluginException(
+                    self._describe(
+                        f"plugin {name!r} from {origin} failed to import {ep.value}", exc
+                    )
+                ) from None
         return self.register(name, target, config, origin)
 
     def register(
@@ -222,13 +244,17 @@ class PluginManager:
         """
         if config is None:
             config = self._plugin_config(name, {}, {})
+        isolation = _isolation.options(name, config)
+        if isolation is not None:  # isolate = true: built and called in processes of its own
+            return self._register_isolated(name, target, config, origin, isolation)
         if inspect.isclass(target):
             try:
-                obj = cast(Any, target)(config)
-            except Exception as exc:
+                with self._bounded(name, "starting", config):
+                    obj = cast(Any, target)(config)
+            except BaseException as exc:  # a plugin's sys.exit() is its failure, not ours
                 raise StoqPluginException(
-                    f"plugin {name!r} from {origin} failed to start: {type(exc).__name__}: {exc}"
-                ) from exc
+                    self._describe(f"plugin {name!r} from {origin} failed to start", exc)
+                ) from None
             _give_v3_attributes(obj, name, config)
         else:
             obj = target
@@ -259,6 +285,40 @@ class PluginManager:
         self.loaded[name] = loaded
         return loaded
 
+    def _register_isolated(
+        self,
+        name: str,
+        target: Any,
+        config: StoqConfigParser,
+        origin: str,
+        isolation: _isolation.IsolationOptions,
+    ) -> LoadedPlugin:
+        """``register`` for ``isolate = true``: the first process builds the plugin now, so a
+        plugin that cannot start fails to load here, as it would in-process."""
+        timeout = _timeout_option(name, config)
+        recipe = _isolation.recipe(name, target, config, origin, self.legacy.get(name))
+        try:
+            with self._bounded(name, "starting", config):
+                plugin = _isolation.IsolatedPlugin(recipe, isolation)
+        except StoqPluginException as exc:
+            raise StoqPluginException(self._cut(str(exc))) from None
+        except KeyboardInterrupt:
+            raise  # the user's: the plugin's own would have ended its process, not this one
+        except BaseException as exc:  # the load timeout
+            raise StoqPluginException(
+                self._describe(f"plugin {name!r} from {origin} failed to start", exc)
+            ) from None
+        loaded = LoadedPlugin(
+            name=name,
+            obj=plugin,
+            hooks=dict(plugin.callers),
+            is_async=dict.fromkeys(plugin.callers, True),
+            required_workers=plugin.required_workers,
+            timeout=timeout,
+        )
+        self.loaded[name] = loaded
+        return loaded
+
     def _implementations(
         self, obj: Any, name: str, origin: str
     ) -> dict[str, tuple[Callable[..., Any], bool]]:
@@ -282,6 +342,58 @@ class PluginManager:
                 f"({', '.join(hookspecs.HOOK_NAMES)}); mark its methods with @stoq_core.hookimpl"
             )
         return hooks
+
+    @contextlib.contextmanager
+    def _bounded(self, name: str, doing: str, config: Optional[StoqConfigParser]) -> Iterator[None]:
+        """Bound importing or starting plugin ``name`` by its timeout (else ``load_timeout``).
+
+        A plugin whose ``__init__`` never returned once hung the whole command. The work stays
+        in the calling thread (a plugin may keep thread-bound objects, such as a sqlite3
+        connection, from its ``__init__``); an interval timer interrupts it there. That needs
+        the main thread of a Unix process and a SIGALRM nobody else uses; elsewhere loading is
+        not bounded.
+        """
+        limit = self.load_timeout
+        if config is not None:
+            own = _timeout_option(name, config)
+            if own is not None:
+                limit = own
+        if (
+            not limit
+            or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
+            or signal.getitimer(signal.ITIMER_REAL)[0]
+        ):
+            yield
+            return
+
+        def expire(signum: int, frame: Any) -> None:
+            raise _LoadTimeout(f"{doing} took longer than {limit:g} s (its timeout)")
+
+        signal.signal(signal.SIGALRM, expire)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    def _describe(self, what: str, exc: BaseException) -> str:
+        if isinstance(exc, _LoadTimeout):
+            return self._cut(f"{what}: {exc}")
+        try:
+            text = str(exc)
+        except BaseException:
+            text = "<its str() failed>"
+        return self._cut(f"{what}: {type(exc).__name__}: {text}")
+
+    def _cut(self, text: str) -> str:
+        # A plugin's 50 MB exception message once became one 50 MB line on stderr.
+        length = self.max_error_length
+        if len(text) <= length:
+            return text
+        return f"{text[: length - 40]}... ({len(text) - length + 40} characters cut)"
 
     def _plugin_config(
         self, name: str, defaults: Mapping[str, str], documentation: Mapping[str, str]
@@ -317,14 +429,22 @@ def _taking(
     return adapter
 
 
+class _LoadTimeout(BaseException):
+    """Importing or starting a plugin took longer than its timeout (a BaseException, so that a
+    plugin's ``except Exception`` cannot swallow it)."""
+
+
 def _timeout_option(name: str, config: StoqConfigParser) -> Optional[float]:
     try:
         timeout = config.getfloat("options", "timeout", fallback=None)
     except ValueError:
+        timeout = math.nan
+    if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):
+        # ``timeout = -5`` once timed every call out at once, and ``nan`` switched it off.
         raise StoqPluginException(
-            f"plugin {name!r}: option timeout must be a number of seconds, "
-            f"not {config.get('options', 'timeout')!r}"
-        ) from None
+            f"plugin {name!r}: option timeout must be a number of seconds >= 0 "
+            f"(0: no limit), not {config.get('options', 'timeout')!r}"
+        )
     return timeout
 
 

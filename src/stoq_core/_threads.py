@@ -56,6 +56,12 @@ class _DaemonPool:
                 continue
             try:
                 result = function(*args)
+            except GeneratorExit as exc:
+                # Out of a future, a task would throw it into the awaiting coroutines, where it
+                # means "close": the whole scan would end instead of this one call.
+                error = RuntimeError("the function raised GeneratorExit")
+                error.__cause__ = exc
+                future.set_exception(error)
             except BaseException as exc:
                 future.set_exception(exc)
             else:

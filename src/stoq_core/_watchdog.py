@@ -24,7 +24,7 @@ _NEVER = float("inf")
 class Watchdog:
     """Cancels the task of any call still running at its deadline (event-loop time)."""
 
-    __slots__ = ("_calls", "_expired", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_calls", "_expired", "_loop", "_timer", "_timer_at", "expirations")
 
     def __init__(self) -> None:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -32,6 +32,7 @@ class Watchdog:
         self._expired: set[object] = set()  # calls cancelled for being late
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at = _NEVER
+        self.expirations = 0  #: calls cancelled for being late, ever (the budget reads it)
 
     def enter(
         self, limit: float, until: Optional[float] = None, elapsed: float = 0.0
@@ -82,6 +83,7 @@ class Watchdog:
             if deadline <= now:
                 del self._calls[token]
                 self._expired.add(token)
+                self.expirations += 1
                 task.cancel()
             elif deadline < earliest:
                 earliest = deadline

@@ -10,7 +10,7 @@ import datetime
 import hashlib
 import os
 import time as _time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional, Union
 
 import attrs
@@ -53,13 +53,19 @@ def _dict(value: Optional[dict[str, Any]]) -> dict[str, Any]:
     return {} if value is None else value
 
 
-def _list(value: Union[str, Iterable[Any], None]) -> list[Any]:
+def _list(value: Union[str, Iterable[Any], None]) -> Any:
     # v3 accepted a bare string where a list was meant (``PayloadMeta(dispatch_to='yara')``).
     if value is None:
         return []
     if isinstance(value, str):
         return [value]
-    return value if isinstance(value, list) else list(value)
+    if isinstance(value, list):
+        return value
+    if isinstance(value, Iterator):
+        # Kept as it is: the engine reads it under its limits (an endless generator given as
+        # ``extracted`` once hung the scan right here, in the plugin's own call).
+        return value
+    return list(value)
 
 
 def _bytes(content: Union[bytes, bytearray, memoryview, str]) -> Any:
@@ -286,6 +292,8 @@ class Request:
     payloads: list[Payload]
     request_meta: RequestMeta
     errors: list[Error]
+    #: The scan under way, for ``charge_extracted_bytes``; unset outside a scan.
+    _extraction: Any = attrs.field(repr=False)
 
     def __init__(
         self,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import itertools
 import logging
+import math
 import os
 import time
 import types
@@ -31,13 +33,7 @@ from typing import Any, Optional, TypeVar, Union
 
 import attrs
 
-from stoq_core import _logging
-from stoq_core._budget import (
-    CURRENT_LEDGER,
-    ExtractionBudget,
-    ExtractionLimitExceeded,
-    Ledger,
-)
+from stoq_core import _budget, _logging
 from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
 from stoq_core._watchdog import Watchdog
 from stoq_core.config import StoqConfigParser, read_stoq_cfg
@@ -83,7 +79,15 @@ _DEFAULTS = {
     "max_extracted_bytes": 1 << 30,
     "max_payload_size": 256 << 20,
     "max_result_size": 64 << 20,
+    "max_errors": 1000,
+    "max_error_length": 4096,
 }
+
+_LOG_SYNTAXES = ("text", "json")
+
+# How long a call may go on after a cancellation (a timeout, Ctrl-C) was thrown into it without
+# raising: room for an ``except CancelledError`` that tidies up, not for one that carries on.
+_CANCEL_GRACE = 1.0
 
 # The hook each role calls, for the error raised when a named plugin cannot play its role.
 _ROLE_HOOKS = {
@@ -152,6 +156,11 @@ class Stoq:
     :param max_payload_size: bytes one extracted payload may have (default 256 MiB).
     :param max_result_size: bytes of text one plugin's results may hold (default 64 MiB);
         results that are larger, or not made of JSON's types, are dropped with an ``Error``.
+        An extracted payload's ``extra_data`` is held to the same limit.
+    :param max_errors: errors one response may hold (default 1000); past it, one ``Error``
+        says how many more were dropped.
+    :param max_error_length: characters of one error message kept in the response and the log
+        (default 4096); the rest is cut, and the cut said.
 
     Whatever a limit drops is reported as an ``Error`` naming the limit.
     """
@@ -181,6 +190,8 @@ class Stoq:
         max_extracted_bytes: Optional[int] = None,
         max_payload_size: Optional[int] = None,
         max_result_size: Optional[int] = None,
+        max_errors: Optional[int] = None,
+        max_error_length: Optional[int] = None,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir or os.getcwd())
         config_file = config_file or os.path.join(self.base_dir, "stoq.cfg")
@@ -203,35 +214,53 @@ class Stoq:
             except ValueError as exc:
                 raise StoqException(f"{config_file}: [core] {key}: {exc}") from None
 
+        def number(arg: Any, key: str, kind: type, least: int = 0) -> Any:
+            """A [core] number, refused unless it is finite and at least ``least``."""
+            value = core(arg, key, kind.__name__)
+            return _checked_number(key, value, kind, least, arg is None and config_file)
+
         if log_dir is _UNSET:
             log_dir = self._config.get(
                 "core", "log_dir", fallback=os.path.join(self.base_dir, "logs")
             )
+        # Every setting is checked before anything starts: a negative max_recursion once
+        # scanned nothing and exited 0, and ``timeout = nan`` switched the limit off.
+        self.max_queue: int = number(max_queue, "max_queue", int)
+        self.provider_consumers: int = number(provider_consumers, "provider_consumers", int, 1)
+        self.max_recursion: int = number(max_recursion, "max_recursion", int)
+        self.max_required_worker_depth: int = number(
+            max_required_worker_depth, "max_required_worker_depth", int
+        )
+        self.timeout: float = number(timeout, "timeout", float)
+        self.deadline: float = number(deadline, "deadline", float)
+        self.max_payloads: int = number(max_payloads, "max_payloads", int, 1)
+        self.max_extracted_bytes: int = number(max_extracted_bytes, "max_extracted_bytes", int)
+        self.max_payload_size: int = number(max_payload_size, "max_payload_size", int)
+        self.max_result_size: int = number(max_result_size, "max_result_size", int)
+        self.max_errors: int = number(max_errors, "max_errors", int, 1)
+        self.max_error_length: int = number(max_error_length, "max_error_length", int, 80)
+        level = core(log_level, "log_level")
+        syntax = core(None, "log_syntax")
+        _check_log_settings(level, syntax, config_file)
         self.log = _logging.configure(
-            core(log_level, "log_level"),
+            level,
             log_dir or None,
-            core(None, "log_maxbytes", "int"),
-            core(None, "log_backup_count", "int"),
-            core(None, "log_syntax"),
+            number(None, "log_maxbytes", int),
+            number(None, "log_backup_count", int),
+            syntax.lower(),
         )
-        self.max_queue: int = core(max_queue, "max_queue", "int")
-        self.provider_consumers: int = core(provider_consumers, "provider_consumers", "int")
-        self.max_recursion: int = core(max_recursion, "max_recursion", "int")
-        self.max_required_worker_depth: int = core(
-            max_required_worker_depth, "max_required_worker_depth", "int"
-        )
-        self.timeout: float = core(timeout, "timeout", "float")
-        self.deadline: float = core(deadline, "deadline", "float")
-        self.max_payloads: int = core(max_payloads, "max_payloads", "int")
-        self.max_extracted_bytes: int = core(max_extracted_bytes, "max_extracted_bytes", "int")
-        self.max_payload_size: int = core(max_payload_size, "max_payload_size", "int")
-        self.max_result_size: int = core(max_result_size, "max_result_size", "int")
         if plugin_dir_list is None:
             plugin_dir_list = self._config.getlist(
                 "core", "plugin_dir_list", fallback=[os.path.join(self.base_dir, "plugins")]
             )
         self.plugin_dir_list = list(plugin_dir_list)
-        self.plugins = PluginManager(self.plugin_dir_list, self._config, plugin_opts)
+        self.plugins = PluginManager(
+            self.plugin_dir_list,
+            self._config,
+            plugin_opts,
+            load_timeout=self.timeout,
+            max_error_length=self.max_error_length,
+        )
 
         self._providers = self._load_role("providers", core(providers, "providers", "list"))
         self._source_archivers = self._load_role(
@@ -327,6 +356,8 @@ class Stoq:
         await _Scan(self, request, add_start_dispatch or ()).run()
         if self._dest_archivers and request.request_meta.archive_payloads:
             await self._archive(request)
+        if len(request.errors) > self.max_errors:
+            _cap_errors(request.errors, self.max_errors)
         response = StoqResponse(request)
         # Checked here, not in the callees: a coroutine made only to return costs a little on
         # every scan, and most runs have no decorators or connectors.
@@ -414,8 +445,43 @@ class Stoq:
             else:
                 errors.append(Error(f"{problem}; results dropped", plugin.name, _id(about)))
         if outcome.errors:
-            errors.extend(_errors(outcome.errors, plugin.name, about))
+            errors.extend(self._errors(outcome.errors, plugin.name, about))
         return outcome
+
+    def _errors(
+        self, errors: Iterable[Any], plugin_name: str, about: Optional[PayloadResults]
+    ) -> list[Error]:
+        """The errors a plugin returned, as ``Error``s: at most ``max_errors`` of them (then one
+        saying how many more there were), each message cut to ``max_error_length``.
+
+        v3's own docs return bare strings as errors; they are kept, attributed to the plugin.
+        """
+        lazy = type(errors) is not list
+        # A generator may never end: take one past the limit, to know it was passed.
+        given = list(itertools.islice(errors, self.max_errors + 1)) if lazy else errors
+        assert isinstance(given, list)
+        kept = []
+        # One place is kept for the Error saying how many were dropped.
+        room = self.max_errors if len(given) <= self.max_errors else self.max_errors - 1
+        for error in given[:room]:
+            if type(error) is not Error:
+                if isinstance(error, Error):  # a subclass: keep its fields, not its type
+                    error = Error(error.error, error.plugin_name, error.payload_id)
+                else:
+                    error = Error(_text(error), plugin_name, _id(about))
+            if len(error.error) > self.max_error_length:
+                error.error = _cut(error.error, self.max_error_length)
+            kept.append(error)
+        if len(given) > self.max_errors:
+            more = "more" if lazy else str(len(given) - room)
+            kept.append(
+                Error(
+                    f"returned {more} errors past max_errors ({self.max_errors}); dropped",
+                    plugin_name,
+                    _id(about),
+                )
+            )
+        return kept
 
     async def _call(
         self,
@@ -442,10 +508,9 @@ class Stoq:
             tuple[LoadedPlugin, str, tuple[Any, ...], list[Error], Optional[PayloadResults]]
         ],
         until: Optional[float] = None,
-        ledgers: Optional[Sequence[Ledger]] = None,
     ) -> list[Any]:
         """``_call`` for each ``(plugin, hook, args, errors, about)``: started one after another,
-        the calls that wait then wait concurrently. ``ledgers``: one per call, for workers.
+        the calls that wait then wait concurrently.
 
         What ``asyncio.gather`` over the ``_call``s would do, except that a call finishing
         without waiting (most do) costs no task: a round of 1,000 payloads would cost 1,000.
@@ -453,9 +518,8 @@ class Stoq:
         outcomes: list[Any] = []
         waiting: list[tuple[int, _Waiting]] = []
         try:
-            for index, (plugin, hook, args, errors, about) in enumerate(calls):
-                ledger = None if ledgers is None else ledgers[index]
-                outcome = self._start(plugin, hook, args, errors, about, ledger)
+            for plugin, hook, args, errors, about in calls:
+                outcome = self._start(plugin, hook, args, errors, about)
                 if type(outcome) is _Waiting:
                     waiting.append((len(outcomes), outcome))
                 outcomes.append(outcome)
@@ -479,7 +543,6 @@ class Stoq:
         args: tuple[Any, ...],
         errors: list[Error],
         about: Optional[PayloadResults],
-        ledger: Optional[Ledger] = None,
     ) -> Any:
         """Run a call up to its first real wait: its outcome, or ``_Waiting`` if it waits.
 
@@ -491,14 +554,17 @@ class Stoq:
         # A context of its own, as the task asyncio.gather made per call gave it: what the
         # plugin sets in a ContextVar stays with this call, not the next plugin or the caller.
         context = contextvars.copy_context()
-        if ledger is not None:  # a worker's call: what it extracts is charged to its ledger
-            context.run(CURRENT_LEDGER.set, ledger)
         try:
             call = plugin.callers[hook](*args)
             waiting_on = context.run(call.send, None)
         except StopIteration as finished:
             return finished.value
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, CancelledError: before its first wait nothing but
+            # the plugin itself can have raised it, so it is the plugin's failure, not the
+            # program's (a plugin's sys.exit once ended ``stoq scan`` with no output).
+            if isinstance(exc, KeyboardInterrupt) and _interrupting(exc):
+                raise  # Ctrl-C pressed again while the task is already being cancelled
             return self._failed(plugin, hook, exc, errors, about)
         return _Waiting(call, waiting_on, began, context)
 
@@ -516,23 +582,24 @@ class Stoq:
         if not limit and until is None:
             try:
                 return await _carry_on(started)
-            except Exception as exc:
+            except BaseException as exc:
+                if _interrupting(exc):
+                    raise
                 return self._failed(plugin, hook, exc, errors, about)
         watchdog = self._watchdog
         elapsed = time.monotonic() - started.began
         token, deadline = watchdog.enter(limit, until, elapsed)
         try:
             return await _carry_on(started)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if not watchdog.expired(token):
-                raise
+                if _interrupting(exc):
+                    raise
+                return self._failed(plugin, hook, exc, errors, about)
             # The watchdog cancelled this task; take the cancellation back so the scan goes on.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            ledger = started.context.get(CURRENT_LEDGER)
-            if ledger is not None:
-                ledger.abandoned = True
             if deadline == until:
                 message = f"{hook} stopped at the request deadline ({self.deadline:g} s)"
             else:
@@ -540,7 +607,9 @@ class Stoq:
             errors.append(Error(message, plugin.name, _id(about)))
             self.log.warning("plugin %s: %s", plugin.name, message)
             return _FAILED
-        except Exception as exc:
+        except BaseException as exc:
+            if _interrupting(exc):
+                raise
             return self._failed(plugin, hook, exc, errors, about)
         finally:
             watchdog.leave(token)
@@ -549,11 +618,12 @@ class Stoq:
         self,
         plugin: LoadedPlugin,
         hook: str,
-        exc: Exception,
+        exc: BaseException,
         errors: list[Error],
         about: Optional[PayloadResults],
     ) -> Any:
-        message = f"{hook} failed: {type(exc).__name__}: {exc}"
+        # A 100 MB message was once copied whole into the response and into one log line.
+        message = _cut(f"{hook} failed: {type(exc).__name__}: {_text(exc)}", self.max_error_length)
         errors.append(Error(message, plugin.name, _id(about)))
         self.log.warning(
             "plugin %s: %s", plugin.name, message, exc_info=self.log.isEnabledFor(logging.DEBUG)
@@ -609,6 +679,9 @@ class Stoq:
             for future in (*providers, *consumers, *waits[1:]):
                 future.cancel()
             await asyncio.gather(ingesting, *consumers, return_exceptions=True)
+        refused = None if ingesting.cancelled() else ingesting.exception()
+        if isinstance(refused, StoqException):
+            raise refused  # see _ingest: a provider's configuration error, nothing was scanned
         return stats
 
     def _run_failed(
@@ -622,10 +695,15 @@ class Stoq:
     ) -> None:
         try:
             await provider.call("ingest", queue)
-        except Exception as exc:
-            self._run_failed(
-                stats, f"provider {provider.name} failed: {type(exc).__name__}: {exc}", exc
-            )
+        except BaseException as exc:  # a provider's own SystemExit or CancelledError too
+            if _interrupting(exc) or isinstance(exc, GeneratorExit):
+                raise
+            if isinstance(exc, StoqException) and stats.ingested == 0:
+                # Refused before anything was queued: its configuration is at fault (filedir
+                # without source_dir), so ``run`` raises it, as for a plugin that cannot load.
+                raise
+            message = f"provider {provider.name} failed: {type(exc).__name__}: {_text(exc)}"
+            self._run_failed(stats, _cut(message, self.max_error_length), exc)
 
     async def _consume(
         self,
@@ -651,9 +729,14 @@ class Stoq:
                     stats.with_errors += bool(response.errors)
                     if on_response is not None:
                         on_response(response)
-            except Exception as exc:
-                message = (
-                    f"scan of a queued {type(item).__name__} failed: {type(exc).__name__}: {exc}"
+            except BaseException as exc:
+                if _interrupting(exc) or isinstance(exc, GeneratorExit):
+                    queue.task_done()
+                    raise
+                message = _cut(
+                    f"scan of a queued {type(item).__name__} failed: {type(exc).__name__}: "
+                    f"{_text(exc)}",
+                    self.max_error_length,
                 )
                 failures.append(Error(message))
                 self._run_failed(stats, message, exc)
@@ -662,10 +745,11 @@ class Stoq:
                     done = entry.on_done(responses, failures)
                     if inspect.isawaitable(done):
                         await done
-            except Exception as exc:
-                self._run_failed(
-                    stats, f"on_done of a queued item failed: {type(exc).__name__}: {exc}", exc
-                )
+            except BaseException as exc:  # a provider's callback: its failure, not the run's
+                if _interrupting(exc) or isinstance(exc, GeneratorExit):
+                    raise
+                message = f"on_done of a queued item failed: {type(exc).__name__}: {_text(exc)}"
+                self._run_failed(stats, _cut(message, self.max_error_length), exc)
             finally:
                 queue.task_done()
 
@@ -737,9 +821,11 @@ class _Scan:
     """
 
     __slots__ = (
-        "budget",
         "dropped",
+        "expirations",
+        "extracted_bytes",
         "given_up",
+        "in_flight",
         "pending",
         "reported",
         "request",
@@ -760,7 +846,9 @@ class _Scan:
         self.until = (
             asyncio.get_running_loop().time() + stoq.deadline if stoq.deadline > 0 else None
         )
-        self.budget = ExtractionBudget(stoq.max_extracted_bytes)
+        self.extracted_bytes = 0  # the payloads kept
+        self.in_flight = 0  # what this round's workers charged while producing it
+        self.expirations = 0  # the watchdog's count when the round began
         # Made when first needed (most requests need none of them):
         self.seen: Optional[dict[str, Payload]] = None  # sha256 -> payload
         self.given_up: Optional[set[tuple[int, str]]] = None  # (id(payload), plugin) not to retry
@@ -775,77 +863,81 @@ class _Scan:
         payloads = request.payloads
         always = stoq.always_dispatch
         simple = stoq._simple_workers
-        for round_number in range(1, stoq.max_recursion + 1):
-            owed, self.pending = self.pending, {}
-            work: dict[tuple[Payload, str], LoadedPlugin] = {}
-            if stoq._dispatchers:
-                scannable = [p for p in payloads if p.results.payload_meta.should_scan]
-                picks = await self._dispatch(scannable)
-                for payload, picked in zip(scannable, picks):
-                    for name in dict.fromkeys([*owed.get(payload, ()), *always, *picked]):
-                        self._schedule(payload, name, work)
-            else:
-                given_up = self.given_up
-                for payload in payloads:
-                    results = payload.results
-                    if not results.payload_meta.should_scan:
-                        continue
-                    extra = owed.get(payload)
-                    names = always if extra is None else dict.fromkeys([*extra, *always])
-                    ran = results.plugins_run["workers"]
-                    for name in names:
-                        worker = simple.get(name)
-                        if worker is None or given_up:
+        # Found there by charge_extracted_bytes; cleared after, or the request and this scan
+        # would hold each other (and every payload) until the garbage collector ran.
+        request._extraction = self
+        try:
+            for round_number in range(1, stoq.max_recursion + 1):
+                owed, self.pending = self.pending, {}
+                work: dict[tuple[Payload, str], LoadedPlugin] = {}
+                if stoq._dispatchers:
+                    scannable = [p for p in payloads if p.results.payload_meta.should_scan]
+                    picks = await self._dispatch(scannable)
+                    for payload, picked in zip(scannable, picks):
+                        for name in dict.fromkeys([*owed.get(payload, ()), *always, *picked]):
                             self._schedule(payload, name, work)
-                        elif name not in ran:
-                            work[payload, name] = worker
-            if not work:
-                return
-            if self.until is not None and asyncio.get_running_loop().time() >= self.until:
-                request.errors.append(
-                    Error(
-                        f"request deadline ({stoq.deadline:g} s) reached before round "
-                        f"{round_number}: {len(work)} worker runs not started"
+                else:
+                    given_up = self.given_up
+                    for payload in payloads:
+                        results = payload.results
+                        if not results.payload_meta.should_scan:
+                            continue
+                        extra = owed.get(payload)
+                        names = always if extra is None else dict.fromkeys([*extra, *always])
+                        ran = results.plugins_run["workers"]
+                        for name in names:
+                            worker = simple.get(name)
+                            if worker is None or given_up:
+                                self._schedule(payload, name, work)
+                            elif name not in ran:
+                                work[payload, name] = worker
+                if not work:
+                    return
+                if self.until is not None and asyncio.get_running_loop().time() >= self.until:
+                    request.errors.append(
+                        Error(
+                            f"request deadline ({stoq.deadline:g} s) reached before round "
+                            f"{round_number}: {len(work)} worker runs not started"
+                        )
                     )
-                )
-                return
-            known = len(payloads)
-            if len(work) == 1:
-                # ``_call`` written out: most requests take this path, and most calls finish
-                # without waiting, so they are spared a coroutine.
-                (((payload, _), worker),) = work.items()
-                results = payload.results
-                ledger = Ledger(self.budget)
-                outcome = stoq._start(
-                    worker, "scan", (payload, request), request.errors, results, ledger
-                )
-                if type(outcome) is _Waiting:
-                    outcome = await stoq._finish(
-                        outcome, worker, "scan", request.errors, results, self.until
+                    return
+                known = len(payloads)
+                if len(work) == 1:
+                    # ``_call`` written out: most requests take this path, and most calls finish
+                    # without waiting, so they are spared a coroutine.
+                    (((payload, _), worker),) = work.items()
+                    results = payload.results
+                    self.expirations = stoq._watchdog.expirations
+                    outcome = stoq._start(
+                        worker, "scan", (payload, request), request.errors, results
                     )
-                ledger.settle()
-                self._take_worker(payload, worker, outcome, round_number)
-            else:
-                pairs = list(work.items())
-                ledgers = [Ledger(self.budget) for _ in pairs]
-                outcomes = await stoq._call_each(
-                    [
-                        (worker, "scan", (payload, request), request.errors, payload.results)
-                        for (payload, _), worker in pairs
-                    ],
-                    self.until,
-                    ledgers,
-                )
-                # Every call of the round has returned: give back what each charged while
-                # extracting, then charge the payloads kept (so none is counted twice).
-                for ledger in ledgers:
-                    ledger.settle()
-                for ((payload, _), worker), outcome in zip(pairs, outcomes):
+                    if type(outcome) is _Waiting:
+                        outcome = await stoq._finish(
+                            outcome, worker, "scan", request.errors, results, self.until
+                        )
+                    if self.in_flight:
+                        self._settle()
                     self._take_worker(payload, worker, outcome, round_number)
-            if not (self.pending or stoq._dispatchers or len(payloads) > known):
-                # Every payload has had every always-dispatch worker and nothing new arrived:
-                # another round would find no work, so skip building it.
-                return
+                else:
+                    pairs = list(work.items())
+                    self.expirations = stoq._watchdog.expirations
+                    outcomes = await stoq._call_each(
+                        [
+                            (worker, "scan", (payload, request), request.errors, payload.results)
+                            for (payload, _), worker in pairs
+                        ],
+                        self.until,
+                    )
+                    if self.in_flight:
+                        self._settle()
+                    for ((payload, _), worker), outcome in zip(pairs, outcomes):
+                        self._take_worker(payload, worker, outcome, round_number)
+                if not (self.pending or stoq._dispatchers or len(payloads) > known):
+                    # Every payload has had every always-dispatch worker and nothing new arrived:
+                    # another round would find no work, so skip building it.
+                    return
+        finally:
+            request._extraction = None
 
     async def _dispatch(self, payloads: list[Payload]) -> list[list[str]]:
         """The workers the dispatchers pick for each of ``payloads`` this round.
@@ -875,7 +967,15 @@ class _Scan:
                 outcome, DispatcherResponse, dispatcher, errors[payload], payload.results, {}
             )
             if response is not None:
-                picks[payload].extend(response.plugin_names)
+                picks[payload].extend(
+                    _names(
+                        response.plugin_names,
+                        "plugin_names",
+                        dispatcher.name,
+                        payload.results,
+                        errors[payload],
+                    )
+                )
                 payload.dispatch_meta[dispatcher.name] = response.meta
         for payload in payloads:
             for error in errors[payload]:
@@ -979,27 +1079,64 @@ class _Scan:
         )
         if response is None:
             return
-        if response.dispatch_to:
-            self.pending.setdefault(payload, []).extend(response.dispatch_to)
-        for extracted in response.extracted:
-            self._add_extracted(payload, worker.name, extracted, round_number)
+        errors = self.request.errors
+        try:
+            if response.dispatch_to:
+                names = _names(response.dispatch_to, "dispatch_to", worker.name, results, errors)
+                self.pending.setdefault(payload, []).extend(names)
+            extracted = response.extracted
+            if type(extracted) is not list:
+                # An iterator may never end: read no more than a request may hold, plus one.
+                limit = self.stoq.max_payloads
+                extracted = list(itertools.islice(extracted, limit + 1))
+                if len(extracted) > limit:
+                    del extracted[limit:]
+                    errors.append(
+                        Error(
+                            f"extracted more than max_payloads ({limit}) payloads; the rest "
+                            "were not read",
+                            worker.name,
+                            results.payload_id,
+                        )
+                    )
+            for child in extracted:
+                self._add_extracted(payload, worker.name, child, round_number)
+        except Exception as exc:
+            # Whatever else a malformed response holds, it costs this worker's part, not the
+            # request (a bad object once lost the whole response).
+            errors.append(
+                Error(
+                    _cut(
+                        f"returned a malformed WorkerResponse: {type(exc).__name__}: {_text(exc)}",
+                        self.stoq.max_error_length,
+                    ),
+                    worker.name,
+                    results.payload_id,
+                )
+            )
 
     def _add_extracted(
         self, parent: Payload, worker: str, extracted: Any, round_number: int
     ) -> None:
         request = self.request
-        if not isinstance(extracted, ExtractedPayload):
-            request.errors.append(
-                Error(
-                    f"extracted a {type(extracted).__name__}, expected ExtractedPayload",
-                    worker,
-                    parent.results.payload_id,
-                )
-            )
+        problem = _malformed(extracted)
+        if problem is not None:
+            request.errors.append(Error(problem, worker, parent.results.payload_id))
             return
-        child = Payload(
-            extracted.content, extracted.payload_meta, [worker], [parent.results.payload_id]
-        )
+        meta = extracted.payload_meta
+        if meta.extra_data:
+            # extra_data goes into the JSON as results do, so it is held to the same limit.
+            too_big = check_results(meta.extra_data, self.stoq.max_result_size)
+            if too_big is not None:
+                meta.extra_data = {}
+                request.errors.append(
+                    Error(
+                        f"an extracted payload's extra_data: {too_big}; extra_data dropped",
+                        worker,
+                        parent.results.payload_id,
+                    )
+                )
+        child = Payload(extracted.content, meta, [worker], [parent.results.payload_id])
         if self.seen is None:
             self.seen = {}
             for payload in request.payloads:
@@ -1014,10 +1151,11 @@ class _Scan:
         if limit is not None:
             self._drop(limit, parent, worker)
             return
-        try:
-            # Not a check then a charge: an abandoned call's thread may charge in between.
-            self.budget.charge(child.results.size)
-        except ExtractionLimitExceeded:
+        with _budget.LOCK:  # an abandoned call's thread may be charging in flight meanwhile
+            held = self.extracted_bytes + self.in_flight + child.results.size
+            if held <= self.stoq.max_extracted_bytes:
+                self.extracted_bytes += child.results.size
+        if held > self.stoq.max_extracted_bytes:
             self._drop(
                 f"max_extracted_bytes ({self.stoq.max_extracted_bytes} bytes)", parent, worker
             )
@@ -1032,8 +1170,31 @@ class _Scan:
                     child.results.payload_id,
                 )
             )
-        elif child.results.payload_meta.should_scan and child.results.payload_meta.dispatch_to:
-            self.pending.setdefault(child, []).extend(child.results.payload_meta.dispatch_to)
+        elif meta.should_scan and meta.dispatch_to:
+            names = _names(meta.dispatch_to, "dispatch_to", worker, child.results, request.errors)
+            meta.dispatch_to = names  # what the JSON shows, an iterator read once
+            self.pending.setdefault(child, []).extend(names)
+
+    def charge_in_flight(self, nbytes: int) -> None:
+        """A worker is producing ``nbytes`` for this request (``charge_extracted_bytes``)."""
+        limit = self.stoq.max_extracted_bytes
+        with _budget.LOCK:
+            held = self.extracted_bytes + self.in_flight
+            if held + nbytes > limit:
+                raise _budget.exceeded(limit, held, nbytes)
+            self.in_flight += nbytes
+
+    def budget_state(self) -> tuple[int, int]:
+        """``max_extracted_bytes``, and what the request's extractions hold now."""
+        return self.stoq.max_extracted_bytes, self.extracted_bytes + self.in_flight
+
+    def _settle(self) -> None:
+        """The round's calls have returned: give back what they charged while producing, as
+        the payloads they extracted are charged when kept. Not if the watchdog abandoned a
+        call meanwhile: its thread may still hold what it charged."""
+        if self.stoq._watchdog.expirations == self.expirations:
+            with _budget.LOCK:
+                self.in_flight = 0
 
     def _over_budget(self, child: Payload) -> Optional[str]:
         """The extraction limit ``child`` would break, described, or None."""
@@ -1082,24 +1243,62 @@ def _carry_on(started: _Waiting) -> Generator[Any, Any, Any]:
 
     What the call waits on goes to the awaiting task as if the call had yielded it there; what
     the task sends or throws in (a cancellation) goes on to the call.
+
+    A call that swallows a cancellation (``except CancelledError: pass``) once ignored every
+    timeout, the deadline and Ctrl-C. It now has ``_CANCEL_GRACE`` seconds to finish tidying
+    up; then, or at the next cancellation, it is closed and the cancellation goes on as if it
+    had raised it. A result it returns after a cancellation comes too late and is dropped.
     """
     call, waiting_on, run = started.call, started.waiting_on, started.context.run
-    while True:
-        try:
-            sent = yield waiting_on
-        except GeneratorExit:
-            run(call.close)
-            raise
-        except BaseException as exc:  # thrown in by the task: a cancellation, usually
+    refused: Optional[BaseException] = None  # the cancellation the call swallowed
+    grace: Optional[asyncio.TimerHandle] = None
+    graced = False  # the grace timer has cancelled the task: that cancel is ours to take back
+
+    def end_grace(task: asyncio.Task[Any]) -> None:
+        nonlocal graced
+        graced = True
+        task.cancel()
+
+    try:
+        while True:
             try:
-                waiting_on = run(call.throw, exc)
+                sent = yield waiting_on
+            except GeneratorExit:
+                _close(run, call)
+                raise
+            except BaseException as exc:  # thrown in by the task: a cancellation, usually
+                if refused is not None:  # the grace is over, or cancelled again: stop it
+                    task = asyncio.current_task()
+                    if graced and task is not None:
+                        task.uncancel()
+                    _close(run, call)
+                    raise refused from None
+                try:
+                    waiting_on = run(call.throw, exc)
+                except StopIteration:
+                    raise exc from None
+                refused = exc
+                task = asyncio.current_task()
+                if task is not None:
+                    grace = asyncio.get_running_loop().call_later(_CANCEL_GRACE, end_grace, task)
+                continue
+            try:
+                waiting_on = run(call.send, sent)
             except StopIteration as finished:
+                if refused is not None:
+                    raise refused from None
                 return finished.value
-            continue
-        try:
-            waiting_on = run(call.send, sent)
-        except StopIteration as finished:
-            return finished.value
+    finally:
+        if grace is not None:
+            grace.cancel()
+
+
+def _close(run: Callable[..., Any], call: Coroutine[Any, Any, Any]) -> None:
+    """Close an abandoned call; one that ignores even that is left to the garbage collector."""
+    try:
+        run(call.close)
+    except BaseException:  # RuntimeError: coroutine ignored GeneratorExit, or its own raise
+        pass
 
 
 async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
@@ -1112,11 +1311,86 @@ async def _gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*items))
 
 
-def _errors(
-    errors: Iterable[Any], plugin_name: str, about: Optional[PayloadResults]
-) -> list[Error]:
-    # v3's own docs return bare strings as errors; keep them, attributed to the plugin.
-    return [e if isinstance(e, Error) else Error(e, plugin_name, _id(about)) for e in errors]
+_MAX_NAMES = 1000  # worker names one response may ask for
+
+
+def _names(
+    names: Any, field: str, plugin: str, about: PayloadResults, errors: list[Error]
+) -> list[str]:
+    """The plugin names in ``names`` (a response's ``dispatch_to`` or ``plugin_names``); anything
+    that is not one is reported as ``plugin``'s error, not passed on to crash the request."""
+    if type(names) is not list:
+        names = list(itertools.islice(names, _MAX_NAMES + 1))
+    good = [name for name in names[:_MAX_NAMES] if type(name) is str and name]
+    if len(good) < len(names):
+        bad = [name for name in names[:_MAX_NAMES] if type(name) is not str or not name]
+        what = f"{len(bad)} item(s) that are not plugin names, e.g. {_text(bad[0])[:80]!r}"
+        if len(names) > _MAX_NAMES:
+            what = f"more than {_MAX_NAMES} names" if not bad else what
+        errors.append(Error(f"{field} holds {what}; they were ignored", plugin, about.payload_id))
+    return good
+
+
+def _malformed(extracted: Any) -> Optional[str]:
+    """What is wrong with an item of a worker's ``extracted``, or None if it can be scanned."""
+    if type(extracted) is not ExtractedPayload and not isinstance(extracted, ExtractedPayload):
+        return f"extracted a {type(extracted).__name__}, expected ExtractedPayload"
+    content = extracted.content
+    if type(content) is not bytes:
+        try:
+            memoryview(content)
+        except TypeError:
+            return (
+                f"extracted a payload whose content is a {type(content).__name__}, expected bytes"
+            )
+    meta = extracted.payload_meta
+    if type(meta) is not PayloadMeta and not isinstance(meta, PayloadMeta):
+        return f"extracted a payload whose payload_meta is a {type(meta).__name__}, expected PayloadMeta"
+    if not isinstance(meta.extra_data, dict):
+        return (
+            f"extracted a payload whose extra_data is a {type(meta.extra_data).__name__}, "
+            "expected dict"
+        )
+    return None
+
+
+def _interrupting(exc: BaseException) -> bool:
+    """Whether ``exc``, raised out of a plugin's call after a wait, interrupts the program
+    rather than the plugin: a cancellation someone asked of the task (Ctrl-C, ``stop``, an
+    outer timeout), or Ctrl-C itself once it has cancelled the task.
+
+    Anything else a plugin raises (``SystemExit``, its own ``CancelledError`` or
+    ``KeyboardInterrupt``) is that plugin's failure.
+    """
+    if not isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _cap_errors(errors: list[Error], limit: int) -> None:
+    """Keep the first ``limit`` errors and one saying how many more there were.
+
+    One request's plugins once filled a response with a million errors (192 MB of JSON).
+    """
+    dropped = len(errors) - limit
+    del errors[limit:]
+    errors.append(Error(f"{dropped} more error(s) dropped: max_errors ({limit}) reached"))
+
+
+def _text(thing: Any) -> str:
+    """``str(thing)``, or a description if its ``__str__`` fails (a hostile exception's may)."""
+    try:
+        return str(thing)
+    except BaseException:
+        return f"<{type(thing).__name__} whose str() failed>"
+
+
+def _cut(text: str, length: int) -> str:
+    """``text`` cut to about ``length`` characters, saying how much was cut."""
+    if len(text) <= length:
+        return text
+    return f"{text[: length - 40]}... ({len(text) - length + 40} characters cut)"
 
 
 def _id(about: Optional[PayloadResults]) -> Optional[str]:
@@ -1128,6 +1402,36 @@ def _fresh(request_meta: Optional[RequestMeta]) -> RequestMeta:
     if request_meta is None:
         return RequestMeta()
     return attrs.evolve(request_meta, extra_data=dict(request_meta.extra_data))
+
+
+def _checked_number(key: str, value: Any, kind: type, least: int, source: Any) -> Any:
+    """``value`` as ``kind`` if it is a finite number >= ``least``; else a StoqException.
+
+    :param source: the config file the value came from, or a false value for an argument.
+    """
+    where = f"{source}: [core] {key}" if source else key
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or (kind is int and number != float(value)):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not math.isfinite(number) or number < least:
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise StoqException(f"{where} must be {what} >= {least}, not {value!r}")
+    return number
+
+
+def _check_log_settings(level: Any, syntax: Any, config_file: str) -> None:
+    if not isinstance(level, str) or not isinstance(logging.getLevelName(level.upper()), int):
+        raise StoqException(
+            f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {level!r} "
+            f"(from the argument or {config_file})"
+        )
+    if str(syntax).lower() not in _LOG_SYNTAXES:
+        raise StoqException(
+            f"log_syntax must be {' or '.join(_LOG_SYNTAXES)}, not {syntax!r} (from {config_file})"
+        )
 
 
 def _read_config(path: str) -> StoqConfigParser:

@@ -6,6 +6,7 @@ import datetime
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,10 +47,17 @@ def _default(obj: Any) -> Any:
 def jsonable(obj: Any, _active: frozenset[int] = frozenset()) -> Any:
     """``obj`` made of JSON types only: keys become str, bytes text, unknown objects their str().
 
-    A container that contains itself is written as ``"<cycle>"`` where it recurs.
+    A container that contains itself is written as ``"<cycle>"`` where it recurs. Numbers that
+    strict JSON (RFC 8259) cannot hold become strings: NaN and the infinities as ``"NaN"``,
+    ``"Infinity"`` and ``"-Infinity"``, an integer too long for ``str()`` (over 4,300 digits
+    by default) in hexadecimal, ``"0x..."``.
     """
-    if obj is None or isinstance(obj, (str, int, float, bool)):
+    if obj is None or isinstance(obj, (str, bool)):
         return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else _NON_FINITE[repr(obj)]
+    if isinstance(obj, int):
+        return _long_int(obj)
     if id(obj) in _active:
         return "<cycle>"
     active = _active | {id(obj)}
@@ -151,24 +159,40 @@ def _check(value: Any, where: str, depth: int, budget: list[int]) -> str | None:
     return f"{where} is a {type(value).__name__}, which cannot be written as JSON"
 
 
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _long_int(number: int) -> Any:
+    """``number``, or its hexadecimal text if Python refuses to write it in decimal."""
+    try:
+        str(number)
+    except ValueError:  # sys.get_int_max_str_digits(): the decimal conversion is quadratic
+        return hex(number)
+    return number
+
+
 def _key(key: Any) -> Any:
-    if key is None or isinstance(key, (str, int, float, bool)):
+    if key is None or isinstance(key, (str, bool)):
         return key
+    if isinstance(key, (int, float)):
+        return jsonable(key)
     return jsonable(key) if isinstance(key, (bytes, bytearray)) else str(key)
 
 
 def dumps(data: Any, indent: int | None = 4, compactly: bool = False) -> str:
-    """JSON text of ``data``; bytes become text, sets lists, datetimes ISO strings.
+    """Strict JSON text (RFC 8259) of ``data``; bytes become text, sets lists, datetimes ISO
+    strings, and numbers JSON cannot hold strings (see ``jsonable``).
 
     :param indent: spaces per level; ``None`` or ``compactly=True`` gives one line.
     """
     if compactly or not indent:
         indent = None
     try:
-        return json.dumps(data, indent=indent, default=_default)
-    except (TypeError, ValueError):
-        # Non-string keys or a reference cycle: rebuild from plain types rather than crash.
-        return json.dumps(jsonable(data), indent=indent, default=str)
+        return json.dumps(data, indent=indent, default=_default, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        # Non-string keys, a reference cycle, NaN or an integer too long to write: rebuild
+        # from plain types rather than crash (or write ``NaN``, which no JSON parser takes).
+        return json.dumps(jsonable(data), indent=indent, default=str, allow_nan=False)
 
 
 def get_md5(content: bytes) -> str:

@@ -127,6 +127,9 @@ def ingest(queue: asyncio.Queue[object]) -> None:
     :param queue: a bounded queue; put a ``Payload``, a ``Request``, or ``{archiver_name: task}``
         for a source archiver to load (``await queue.put(...)``).
     :returns: nothing.
+    :raises StoqException: before queueing anything, for a configuration error (a missing
+        option): ``run`` then raises it and scans nothing. Any other failure is logged and
+        counted, and the other providers go on.
     """
 
 

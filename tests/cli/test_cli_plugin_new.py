@@ -8,11 +8,13 @@ from this checkout, run the plugin's tests there, and ``stoq scan`` with it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -311,6 +313,135 @@ def test_the_generated_code_passes_ruff_with_its_default_settings(stoq: StoqRunn
 
     assert checked.returncode == 0, checked.stdout[-4000:]
     assert formatted.returncode == 0, formatted.stdout[-4000:]
+
+
+# -- the generated archiver and connector are safe to copy (issue 12) -----------------------
+#
+# They used to default to fixed names in the shared temporary directory and to write through
+# whatever was at those names: another local user's link made them overwrite a file of that
+# user's choosing with bytes of that user's choosing (the payload), as whoever ran stoq.
+
+
+def _with_plugin(stoq: StoqRunner, project: Path, tmp_path: Path) -> dict[str, str]:
+    """``stoq``'s environment with the generated plugin installed, as pip would."""
+    site = tmp_path / f"site-{project.name}"
+    _publish(project, site)
+    env = dict(stoq.env)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(project / "src"), env["PYTHONPATH"]])
+    return env
+
+
+def _run_stoq(
+    stoq: StoqRunner, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        stoq.command(*args),
+        cwd=stoq.cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_generated_archiver_and_connector_keep_their_files_in_stoq_home(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    project = _new(stoq, "keeper", "--hooks", "archive,save")
+    env = _with_plugin(stoq, project, tmp_path)
+    sample = tmp_path / "sample.bin"
+    sample.write_bytes(b"sample bytes")
+
+    done = _run_stoq(stoq, env, "scan", str(sample), "-A", "keeper", "-C", "keeper")
+
+    assert done.returncode == 0, done.stderr
+    sha256 = hashlib.sha256(b"sample bytes").hexdigest()
+    archived = stoq.home / "archive" / "keeper" / sha256
+    assert archived.read_bytes() == b"sample bytes"
+    [saved] = (stoq.home / "results" / "keeper").iterdir()
+    response = json.loads(saved.read_text())
+    assert response["results"][0]["archivers"]["keeper"]["path"] == str(archived)
+    # Readable by the user alone: payloads may be malware, or someone's documents.
+    for path in (archived, saved):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("target_exists", [False, True], ids=["dangling link", "link to a file"])
+def test_a_generated_archiver_never_writes_through_a_link_another_user_planted(
+    stoq: StoqRunner, tmp_path: Path, target_exists: bool
+) -> None:
+    project = _new(stoq, "keeper", "--hooks", "archive")
+    env = _with_plugin(stoq, project, tmp_path)
+    sample = tmp_path / "sample.bin"
+    sample.write_bytes(b"bytes the attacker chose")
+    # An archive directory anyone may write to, as the temporary directory is.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim.conf"
+    if target_exists:
+        victim.write_bytes(b"precious")
+    planted = shared / hashlib.sha256(b"bytes the attacker chose").hexdigest()
+    planted.symlink_to(victim)
+
+    done = _run_stoq(
+        stoq, env, "scan", str(sample), "-A", "keeper",
+        "--plugin-opts", f"keeper:archive_dir={shared}",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    if target_exists:
+        assert victim.read_bytes() == b"precious"
+    else:
+        assert not victim.exists()
+    # The archive holds the payload itself, in place of the link.
+    assert not planted.is_symlink()
+    assert planted.read_bytes() == b"bytes the attacker chose"
+    archived = json.loads(done.stdout)["results"][0]["archivers"]["keeper"]
+    assert archived["path"] == str(planted)
+
+
+_GET = """
+import json, sys
+from stoq_core import ArchiverResponse, Stoq
+from stoq_core.testing import call_hook
+
+base_dir, archive_dir, sha256 = sys.argv[1:]
+options = {"keeper": {"archive_dir": archive_dir}}
+stoq = Stoq(base_dir=base_dir, log_dir=None, plugin_dir_list=[], plugin_opts=options)
+outcome = call_hook(stoq, "keeper", "get", ArchiverResponse({"sha256": sha256}))
+content = None if outcome.value is None else outcome.value.content.decode()
+print(json.dumps({"content": content, "errors": [e.error for e in outcome.errors]}))
+"""
+
+
+def test_a_generated_source_archiver_never_reads_through_a_link(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    project = _new(stoq, "keeper", "--hooks", "get")
+    env = _with_plugin(stoq, project, tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"another user's secret")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    sha256 = hashlib.sha256(b"what the task asks for").hexdigest()
+    (archive / sha256).symlink_to(secret)
+
+    done = subprocess.run(
+        [sys.executable, "-c", _GET, str(tmp_path), str(archive), sha256],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["content"] is None
+    [error] = outcome["errors"]
+    assert f"{archive / sha256} is a symbolic link" in error
 
 
 # -- end to end: a fresh virtual environment -------------------------------------------------

@@ -23,6 +23,11 @@ def data_dir(tmp_path: Path) -> Path:
     """A copy of tests/compat/data: ``plugins/``, ``broken/``, ``first/``, ``second/``, ..."""
     copy = tmp_path / "data"
     shutil.copytree(DATA, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    # A checkout made under umask 002 would make these group-writable, and stoQ refuses v3
+    # plugins that others can write (as ssh refuses loose key files).
+    for path in [copy, *copy.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o022)
     return copy
 
 

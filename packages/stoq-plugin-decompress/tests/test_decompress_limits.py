@@ -220,3 +220,20 @@ def test_a_member_in_tar_named_with_a_huge_pax_header_is_limited(tmp_path: Path)
     assert response is not None
     [error] = error_texts(response)
     assert error.startswith(f"maximum_size ({2 * MIB} bytes) exceeded by a tar header or record")
+
+
+def test_a_directory_entry_with_data_is_limited_when_walking_local_headers(
+    tmp_path: Path,
+) -> None:
+    # A directory's data was inflated whole, without any limit, when the central directory
+    # was missing and the members were found from their local headers.
+    archive = zeros_zip(count=1, size=64 * MIB)
+    name_at = 30  # the first local header's name
+    assert archive[name_at : name_at + 2] == b"m0"
+    cut = archive[:name_at] + b"d/" + archive[name_at + 2 : archive.rindex(b"PK\x01\x02")]
+    plugin = load(tmp_path, maximum_size=4 * MIB, **NO_RATIO)
+    response, peak = traced(plugin, cut)
+    assert error_texts(response) == [
+        f"maximum_size ({4 * MIB} bytes) exceeded by member 'd/'; extraction stopped"
+    ]
+    assert peak < 4 * 4 * MIB

@@ -1,8 +1,9 @@
 """Reading an archive's members into memory, streaming, within the limits.
 
 Every reader pulls decompressed data in chunks of at most ``CHUNK`` bytes and hands each chunk to
-the ``Budget`` before keeping it, so a limit stops extraction within one chunk. Member names are
-data: nothing here opens, creates or writes a file.
+the ``Budget`` before keeping it, so a limit stops extraction within one chunk, and gathers a
+member in one ``MemberBuffer``, so it is never held twice. Member names are data: nothing here
+opens, creates or writes a file.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import py7zr
 import py7zr.exceptions
 import py7zr.io
 
+from stoq_core import Request
 from stoq_plugin_decompress.detect import COMPRESSIONS, Format, find_tar
-from stoq_plugin_decompress.limits import Budget, LimitExceeded, Limits
+from stoq_plugin_decompress.limits import Budget, LimitExceeded, Limits, MemberBuffer
 
 __all__ = ["CHUNK", "DEFAULT_NAME", "Extraction", "Member", "extract"]
 
@@ -99,6 +101,7 @@ def extract(
     limits: Limits,
     passwords: Sequence[str] = (),
     parent_name: Optional[str] = None,
+    request: Optional[Request] = None,
 ) -> Extraction:
     """Extract the archive ``content``, of the format ``detect`` found, within ``limits``.
 
@@ -107,10 +110,12 @@ def extract(
 
     :param passwords: tried in order on encrypted members.
     :param parent_name: the archive's own filename, to name a single stream's content.
+    :param request: the request being scanned, whose ``max_extracted_bytes`` every byte held
+        is charged to as it comes out (None: a direct call, charged nothing).
     """
     archive_type, compression = find_tar(content, found)
     extraction = Extraction(archive_type)
-    budget = Budget(limits, len(content), stream_counted=archive_type == "tar")
+    budget = Budget(limits, len(content), stream_counted=archive_type == "tar", request=request)
     job = _Job(content, compression, budget, extraction, passwords, parent_name)
     try:
         _READERS[archive_type](job)
@@ -181,27 +186,27 @@ def _read_stream(job: _Job) -> None:
     name = stream_name(job.content, kind, job.parent_name)
     budget.entry(name)
     budget.begin(name)
-    parts: list[bytes] = []
+    member = MemberBuffer()
     try:
         with COMPRESSIONS[kind](io.BytesIO(job.content)) as stream:
             for chunk in _read_chunks(stream):
                 budget.feed(len(chunk))
-                parts.append(chunk)
+                member.write(chunk)
     except LimitExceeded:
         raise
     except Exception as exc:
-        if not parts:
+        if not member.tell():
             raise
         # A cut or damaged stream still yields what came before the damage.
         budget.finish()
-        extraction.members.append(Member(name, b"".join(parts), len(job.content)))
+        extraction.members.append(Member(name, member.getvalue(), len(job.content)))
         extraction.fail(
             f"corrupt or truncated {kind} archive: {_reason(exc)}; the "
             f"{len(extraction.members[-1].content)} bytes read before it are kept"
         )
         return
     budget.finish()
-    extraction.members.append(Member(name, b"".join(parts), len(job.content)))
+    extraction.members.append(Member(name, member.getvalue(), len(job.content)))
 
 
 # -- tar ----------------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ class _GuardedStream:
 
     tarfile reads some headers whole (a pax header or a GNU long name of any declared size) and
     skips unknown members' data by seeking, which decompresses it: both are checked here before
-    they happen.
+    they happen, and a header read larger than a chunk is charged to the request while held.
     """
 
     def __init__(self, stream: Any, budget: Budget, compressed: bool) -> None:
@@ -228,6 +233,8 @@ class _GuardedStream:
         if size is None or size < 0 or size > self._allowed():
             declared = "no length" if size is None or size < 0 else f"{size} bytes"
             raise self._exceeded(f"a tar header or record declaring {declared}")
+        if size > CHUNK:  # members are read a chunk at a time: only a header reads more
+            self._budget.reserve(size)
         data: bytes = self._stream.read(size)
         self._advance(self.tell())
         return data
@@ -520,7 +527,8 @@ def _walk_local_headers(job: _Job) -> None:
             if len(data) < compressed:
                 raise EOFError(f"the data of member {name!r} is cut short")
             chunks = _raw_member_chunks(method, data, crc, name)
-        member = b"".join(chunks) if name.endswith("/") else budget.read_member(name, chunks)
+        # A directory's data is read under the limits too (and dropped): it can be a bomb.
+        member = budget.read_member(name, chunks)
         if inflation is not None:
             deflate = inflation.decompressor
             assert isinstance(deflate, _Deflate)
@@ -553,11 +561,11 @@ class _SevenZipMember(py7zr.io.Py7zIO):
 
     def __init__(self, budget: Budget) -> None:
         self._budget = budget
-        self.parts: list[bytes] = []
+        self.buffer = MemberBuffer()
 
     def write(self, s: Any) -> int:
         self._budget.feed(len(s))
-        self.parts.append(bytes(s))
+        self.buffer.write(s)
         return len(s)
 
     def read(self, size: Optional[int] = None) -> bytes:
@@ -570,7 +578,7 @@ class _SevenZipMember(py7zr.io.Py7zIO):
         pass
 
     def size(self) -> int:
-        return sum(len(part) for part in self.parts)
+        return self.buffer.tell()
 
 
 class _SevenZipMembers(py7zr.io.WriterFactory):
@@ -603,6 +611,9 @@ class _SevenZipMembers(py7zr.io.WriterFactory):
                 f"header declares {declared} bytes); extraction stopped"
             )
         budget.begin(name)
+        # py7zr holds a block of the member (up to its declared size) beside the copy written
+        # here, and makes it before any write: charge that working copy first.
+        budget.reserve(declared)
         writer = _SevenZipMember(budget)
         self.current = (writer, name, compressed)
         return writer
@@ -614,7 +625,7 @@ class _SevenZipMembers(py7zr.io.WriterFactory):
         writer, name, compressed = self.current
         self.current = None
         self.job.budget.finish()
-        self.job.extraction.members.append(Member(name, b"".join(writer.parts), compressed))
+        self.job.extraction.members.append(Member(name, writer.buffer.getvalue(), compressed))
         self.completed += 1
 
 

@@ -96,6 +96,7 @@ class DecompressPlugin(WorkerPlugin):
             self.limits,
             self.passwords,
             parent_name if isinstance(parent_name, str) else None,
+            request,
         )
         payload_id = payload.results.payload_id
         return WorkerResponse(

@@ -2,7 +2,9 @@
 
 Options (``--plugin-opts hostile:mode=system_exit hostile:hooks=scan``):
 
-- ``mode``: what to do (the ``MODES`` below; ``ok`` behaves).
+- ``mode``: what to do (the ``MODES`` below; ``ok`` behaves). ``content``: ``scan`` does what
+  the payload's content names (``b"segfault"``, ``b"pid"``...), so one plugin can crash on one
+  payload and behave on the next.
 - ``hooks``: the hooks that misbehave (comma separated; default all); the others behave.
 - ``init``: what ``__init__`` does: ``ok``, ``hang`` (sleeps ``seconds``), ``system_exit``,
   ``keyboard_interrupt``, ``raise``, ``huge_error`` (a ``size``-character message).
@@ -17,6 +19,7 @@ other hooks and plugins went on.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ctypes
 import itertools
 import os
@@ -74,7 +77,8 @@ class Hostile:
 
     @hookimpl
     async def scan(self, payload: Payload, request: Any) -> Any:
-        return await self._act("scan", lambda: WorkerResponse({"hostile": self.name}))
+        acting = self._as_content_says(payload)
+        return await acting._act("scan", lambda: WorkerResponse({"hostile": self.name}))
 
     @hookimpl
     async def get_dispatches(self, payload: Payload, request: Any) -> Any:
@@ -105,6 +109,14 @@ class Hostile:
 
     # -- misbehaving -----------------------------------------------------------------------
 
+    def _as_content_says(self, payload: Payload) -> Any:
+        """Mode ``content``: a copy of this plugin in the mode the payload's content names."""
+        if self.mode != "content":
+            return self
+        acting = copy.copy(self)
+        acting.mode = bytes(payload.content).decode(errors="replace").strip()
+        return acting
+
     async def _act(self, hook: str, behave: Any) -> Any:
         if hook not in self.hooks:
             return behave()
@@ -130,7 +142,8 @@ class HostileBlocking(Hostile):
 
     @hookimpl
     def scan(self, payload: Payload, request: Any) -> Any:  # type: ignore[override]
-        return self._act_blocking("scan", lambda: WorkerResponse({"hostile": self.name}))
+        acting = self._as_content_says(payload)
+        return acting._act_blocking("scan", lambda: WorkerResponse({"hostile": self.name}))
 
     @hookimpl
     def get_dispatches(self, payload: Payload, request: Any) -> Any:  # type: ignore[override]
@@ -188,6 +201,12 @@ def misbehave(plugin: Hostile, hook: str, behave: Any) -> Any:
         print(f"HOSTILE-PRINT from {plugin.name}")
         sys.stdout.flush()
         os.write(1, b"HOSTILE-FD1\n")
+        return behave()
+    if mode == "print_child":
+        # A child process inherits descriptor 1 as it is.
+        import subprocess
+
+        subprocess.run([sys.executable, "-c", "print('HOSTILE-CHILD')"], check=True)
         return behave()
     if mode == "gil":
         # Catastrophic backtracking: one C call that holds the GIL for a very long time.
