@@ -23,10 +23,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable
-from typing import IO, Optional
+from typing import IO, Optional, TextIO
 
 from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers, config_path
-from stoq_cli._errors import CliError
+from stoq_cli._errors import CliError, OutputError
+from stoq_cli._streams import check_destination, results_stream
 
 __all__ = ["child_arguments", "consumers_command"]
 
@@ -80,6 +81,12 @@ def child_arguments(options: EngineOptions) -> list[str]:
 
 def consumers_command(options: EngineOptions, count: int) -> int:
     """Run ``count`` ``stoq run`` children with ``options``; returns the worst exit code."""
+    with results_stream() as out:
+        return _consumers_command(options, count, out)
+
+
+def _consumers_command(options: EngineOptions, count: int, out: TextIO) -> int:
+    check_destination(out, options.connectors)
     home = StoqHome.from_environment()
     # Fail once, here, on a bad option or plugin; the children would each fail the same way.
     stoq = build_stoq(home, options)
@@ -92,6 +99,7 @@ def consumers_command(options: EngineOptions, count: int) -> int:
     children: list[subprocess.Popen[bytes]] = []
     stopped_by: Optional[int] = None
     lock = threading.Lock()
+    failures: list[OSError] = []  # writing to our stdout, from the relays
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopped_by
@@ -115,7 +123,9 @@ def consumers_command(options: EngineOptions, count: int) -> int:
             )
             children.append(child)
             assert child.stdout is not None
-            relay = threading.Thread(target=_relay, args=(child.stdout, lock), daemon=True)
+            relay = threading.Thread(
+                target=_relay, args=(child.stdout, out, lock, failures), daemon=True
+            )
             relay.start()
             relays.append(relay)
         codes = [child.wait() for child in children]
@@ -128,6 +138,8 @@ def consumers_command(options: EngineOptions, count: int) -> int:
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if failures:
+        raise OutputError(failures[0].strerror or str(failures[0]))
     worst = max(_exit_code(code) for code in codes)
     if stopped_by is not None:
         worst = max(worst, 128 + stopped_by)
@@ -145,9 +157,11 @@ def _configured_providers(path: str) -> list[str]:
     return [name for name in (part.strip() for part in value.split(",")) if name]
 
 
-def _relay(stream: IO[bytes], lock: threading.Lock) -> None:
-    """Copy a child's stdout to ours, whole lines at a time."""
-    out = sys.stdout.buffer
+def _relay(
+    stream: IO[bytes], results: TextIO, lock: threading.Lock, failures: list[OSError]
+) -> None:
+    """Copy a child's stdout to ours (``results``), whole lines at a time."""
+    out = results.buffer
     try:
         for line in _lines(stream):
             with lock:
@@ -155,6 +169,8 @@ def _relay(stream: IO[bytes], lock: threading.Lock) -> None:
                 out.flush()
     except BrokenPipeError:
         pass  # our reader left; the child finds out from its own next write
+    except OSError as exc:
+        failures.append(exc)  # a full disk; the child finds out as above
     finally:
         stream.close()
 

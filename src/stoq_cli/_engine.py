@@ -60,7 +60,10 @@ class StoqHome:
         :returns: whether ``logs/`` can be written (else the file log is turned off).
         """
         try:
-            self.plugins.mkdir(parents=True, exist_ok=True)
+            # Explicit modes: under umask 002, plugins/ would be group-writable, and stoQ
+            # refuses v3 plugins that others can write.
+            self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.plugins.mkdir(mode=0o755, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)
         except OSError:
             return False

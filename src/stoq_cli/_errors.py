@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CliError"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CliError", "OutputError"]
 
 #: Everything asked for ran and nothing failed.
 EXIT_OK = 0
@@ -20,3 +20,10 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class OutputError(CliError):
+    """The results could not be written (a full disk, a closed stdout): the work ran, exit 1."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot write results: {reason}", EXIT_FAILED)

@@ -5,6 +5,10 @@ command (exit 2): missing, unreadable, not a regular file, or empty without ``--
 Under a directory, stoQ cannot expect every entry to be scannable, so a bad entry is reported on
 stderr and skipped: an unreadable one counts as a failure (exit 1), an empty file or a FIFO is
 only noted.
+
+No input is read past ``max_payload_size`` (plus one byte, to know it was exceeded): a larger
+one is not scanned, and its response holds an Error naming the limit (``stoq scan - <
+/dev/zero`` once grew until the kernel killed it).
 """
 
 from __future__ import annotations
@@ -52,18 +56,29 @@ class Input:
             extra["source_dir"] = str(self.path.parent.absolute())
         return extra
 
-    def read(self) -> bytes:
+    def read(self, limit: int) -> bytes:
+        """The payload's bytes, at most ``limit + 1`` of them: more than ``limit`` means too big."""
         if self.path is None:
             return self.content or b""
-        return self.path.read_bytes()
+        with self.path.open("rb") as file:
+            # Asking for limit + 1 bytes at once allocates that much (256 MiB by default) for
+            # every small file; the file's size is the right first guess.
+            size = os.fstat(file.fileno()).st_size
+            content = file.read(min(size, limit) + 1)
+            if len(content) <= size or len(content) > limit:
+                return content
+            return content + file.read(limit + 1 - len(content))  # it grew as it was read
 
 
-def read_stdin(inputs: list[Input], allow_empty: bool, stdin_is_terminal: bool) -> list[Input]:
+def read_stdin(
+    inputs: list[Input], allow_empty: bool, stdin_is_terminal: bool, limit: int
+) -> list[Input]:
     """``inputs`` with stdin's bytes read in, once the plugins are known to be good.
 
     Reading waits until then so that a mistyped plugin name is the error reported, not an
     empty stdin.
 
+    :param limit: ``max_payload_size``: at most one byte more is read.
     :raises CliError: stdin is a terminal (nothing piped in), or empty without ``allow_empty``.
     """
     done = []
@@ -74,7 +89,7 @@ def read_stdin(inputs: list[Input], allow_empty: bool, stdin_is_terminal: bool) 
                     "no FILE given: name files or directories to scan, "
                     "or pipe data to 'stoq scan -'"
                 )
-            content = _read_stdin()
+            content = _read_stdin(limit + 1)
             if not content and not allow_empty:
                 raise CliError("stdin is empty (use --allow-empty to scan it anyway)")
             item = dataclasses.replace(item, content=content)
@@ -123,12 +138,12 @@ def collect(args: Sequence[str], allow_empty: bool, warn: Callable[[str], None])
     return inputs
 
 
-def _read_stdin() -> bytes:
+def _read_stdin(size: int) -> bytes:
     stream = sys.stdin
     if stream is None:
         raise CliError("stdin is closed: nothing to read for -")
     try:
-        return stream.buffer.read()
+        return stream.buffer.read(size)
     except OSError as exc:
         raise CliError(f"cannot read stdin: {exc.strerror or exc}") from None
 

@@ -78,6 +78,10 @@ def _copy(source: Path, target: Path) -> None:
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # copytree keeps the source's modes: a group-writable copy would be refused at load.
+        for path in [target, *target.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode & ~0o022)
     except OSError as exc:
         raise CliError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
 

@@ -1,7 +1,8 @@
 """What goes to stdout: responses as JSON, JSON lines or a table, and the plugin listing.
 
 Only results go to stdout; everything else (progress, warnings, errors) goes to stderr. rich is
-imported only by the table views, so a JSON scan never pays for it.
+imported only by the table views, so a JSON scan never pays for it. The commands pass the
+stream ``_streams.results_stream`` gives them: while plugins run, ``sys.stdout`` is stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, TextIO
+
+from stoq_cli._errors import OutputError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,14 +37,15 @@ def payload_lines(response: StoqResponse) -> Iterator[str]:
     """One compact JSON response per payload: ``results`` holds that payload only.
 
     ``request_meta``, ``errors``, ``time``, ``decorators`` and ``scan_id`` are the whole
-    response's, as in ``StoqResponse.split()``.
+    response's, as in ``StoqResponse.split()``. A response without payloads (an input over
+    ``max_payload_size``) is one line with empty ``results``, so its errors are not lost.
     """
     from stoq_core.helpers import dumps
 
     whole = response.to_dict()
-    results = whole.pop("results")
+    results = whole.pop("results") or [None]
     for result in results:
-        yield dumps({"results": [result], **whole}, compactly=True)
+        yield dumps({"results": [] if result is None else [result], **whole}, compactly=True)
 
 
 class ResponsePrinter:
@@ -53,6 +57,8 @@ class ResponsePrinter:
     :param connectors: the ``-C`` connectors; with any, only responses a connector failed to
         save are printed, so no result is lost.
     :param write: where a line goes (a progress display may need to clear itself first).
+    :param stream: where results go [default: ``sys.stdout``].
+    :raises OutputError: from ``emit``, when the results cannot be written (a full disk...).
     """
 
     def __init__(
@@ -83,9 +89,21 @@ class ResponsePrinter:
             out.flush()
 
     def emit(self, response: StoqResponse, label: Optional[str] = None) -> None:
-        """Print ``response`` unless connectors took it."""
+        """Print ``response`` unless connectors took it.
+
+        :raises BrokenPipeError: stdout's reader went away (``stoq scan DIR | head``).
+        :raises OutputError: stdout failed otherwise: the scan ran, its result is not written.
+        """
         if self.connectors and not connector_failed(response, self.connectors):
             return
+        try:
+            self._emit(response, label)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc.strerror or str(exc)) from exc
+
+    def _emit(self, response: StoqResponse, label: Optional[str]) -> None:
         if self.fmt == "jsonl":
             for line in payload_lines(response):
                 self.write(line)
@@ -188,12 +206,18 @@ def _depth(payload_id: str, by_id: Mapping[str, Any]) -> int:
     return depth
 
 
-def print_plugins(infos: Mapping[str, PluginInfo], as_json: bool) -> None:
-    """``stoq list``: a table (or JSON), one row per plugin, broken ones with their error."""
+def print_plugins(
+    infos: Mapping[str, PluginInfo], as_json: bool, out: Optional[TextIO] = None
+) -> None:
+    """``stoq list``: a table (or JSON), one row per plugin, broken ones with their error.
+
+    :param out: where to print [default: ``sys.stdout``].
+    """
+    out = out or sys.stdout
     if as_json:
         from stoq_core.helpers import dumps
 
-        sys.stdout.write(dumps([info.to_dict() for info in infos.values()]) + "\n")
+        out.write(dumps([info.to_dict() for info in infos.values()]) + "\n")
         return
     rows = [
         (
@@ -205,19 +229,19 @@ def print_plugins(infos: Mapping[str, PluginInfo], as_json: bool) -> None:
         )
         for info in infos.values()
     ]
-    if not sys.stdout.isatty():
+    if not out.isatty():
         # For grep and awk: one line per plugin, aligned, never wrapped.
         header = ("name", "version", "from", "hooks", "description")
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
         for row in [header, *rows]:
             cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-            sys.stdout.write("  ".join([*cells, row[4]]).rstrip() + "\n")
+            out.write("  ".join([*cells, row[4]]).rstrip() + "\n")
         return
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
+    console = Console(file=out, highlight=False)
     if not infos:
         console.print("no plugins installed (see 'stoq install --help')")
         return

@@ -10,6 +10,7 @@ file, and leaves the rest (FILE) positional.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import click
 
 __all__ = [
     "ContinuedOption",
+    "Seconds",
     "StoqCommand",
     "engine_options",
     "parse_plugin_opts",
@@ -214,8 +216,27 @@ def _plugin_list(*decls: str, metavar: str = "NAME[,NAME...]", help: str) -> Cal
     )
 
 
+class Seconds(click.FloatRange):
+    """A time limit: a finite number of seconds, at least 0.
+
+    ``click.FloatRange(min=0)`` alone lets ``nan`` through (every comparison with it is false),
+    and ``--timeout nan`` switched the limit off; ``inf`` is refused too, as 0 already means none.
+    """
+
+    name = "number of seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds (0: no limit)", param, ctx)
+        return seconds
+
+
 def _seconds(*decls: str, help: str) -> Callable[[F], F]:
-    return click.option(*decls, type=click.FloatRange(min=0), metavar="SECONDS", help=help)
+    return click.option(*decls, type=Seconds(), metavar="SECONDS", help=help)
 
 
 def engine_options(providers: bool = False) -> Callable[[F], F]:

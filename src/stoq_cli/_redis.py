@@ -159,19 +159,29 @@ async def _wait_for(
 
 
 def results_command(target: RedisTarget, follow: bool, from_start: bool) -> int:
-    """Run ``stoq results``; returns the exit code."""
+    """Run ``stoq results``; returns the exit code: 1 if an entry could not be read."""
     client = _client_module("results")
     from stoq_core import StoqException
 
     # Without --follow, everything stored; with it, only what arrives (unless --from-start).
     start = "$" if follow and not from_start else "0-0"
+    skipped = 0
+
+    def report(entry_id: str, why: str) -> None:
+        # One entry nobody can read must not hide the results after it.
+        nonlocal skipped
+        skipped += 1
+        print(f"stoq: results entry {entry_id} skipped: {why}", file=sys.stderr, flush=True)
 
     async def go() -> int:
         async for response in client.results(
-            follow=follow, start=start, **target.kwargs("url", "password", "results_stream")
+            follow=follow,
+            start=start,
+            on_unreadable=report,
+            **target.kwargs("url", "password", "results_stream"),
         ):
             _print_line(response)
-        return EXIT_OK
+        return EXIT_FAILED if skipped else EXIT_OK
 
     try:
         return asyncio.run(go())

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
+import threading
 import time
-from typing import Optional, TextIO
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any, Optional, TextIO
 
 from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers
-from stoq_cli._errors import EXIT_FAILED, EXIT_OK
+from stoq_cli._errors import EXIT_FAILED, EXIT_OK, OutputError
 from stoq_cli._output import ResponsePrinter
+from stoq_cli._streams import check_destination, results_stream
 from stoq_core import RunStats, Stoq, StoqResponse
 
 __all__ = ["run_command"]
@@ -33,6 +38,7 @@ class _Counts:
         self.started = time.monotonic()
         self.stopped_by: Optional[int] = None  #: the signal that stopped the run
         self.output_closed = False  #: stdout's reader went away
+        self.output_failed: Optional[OutputError] = None  #: stdout failed otherwise
 
     @property
     def errors(self) -> int:
@@ -50,10 +56,11 @@ class _Counts:
 class _StatusLine:
     """One line of counts on a terminal's stderr, redrawn in place."""
 
-    def __init__(self, counts: _Counts, stream: TextIO, stdout_shares_terminal: bool) -> None:
+    def __init__(self, counts: _Counts, stream: TextIO, results: TextIO) -> None:
         self.counts = counts
         self.stream = stream
-        self.shared = stdout_shares_terminal
+        self.results = results
+        self.shared = results.isatty()
 
     def draw(self) -> None:
         self.stream.write("\r\x1b[2K" + self.counts.line())
@@ -67,8 +74,8 @@ class _StatusLine:
         """Print a response line to stdout without tearing the status line."""
         if self.shared:
             self.clear()
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        self.results.write(text + "\n")
+        self.results.flush()
         if self.shared:
             self.draw()
 
@@ -85,15 +92,24 @@ class _StatusLine:
 
 def run_command(options: EngineOptions) -> int:
     """Run ``stoq run``; returns the exit code."""
+    with results_stream() as out:
+        return _run_command(options, out)
+
+
+def _run_command(options: EngineOptions, out: TextIO) -> int:
+    check_destination(out, options.connectors)
     home = StoqHome.from_environment()
     stoq = build_stoq(home, options)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
     counts = _Counts()
     status: Optional[_StatusLine] = None
     if sys.stderr is not None and sys.stderr.isatty():
-        status = _StatusLine(counts, sys.stderr, sys.stdout.isatty())
+        status = _StatusLine(counts, sys.stderr, out)
     printer = ResponsePrinter(
-        "json", connectors=options.connectors, write=status.print_result if status else None
+        "json",
+        connectors=options.connectors,
+        write=status.print_result if status else None,
+        stream=out,
     )
     loop = asyncio.new_event_loop()
     try:
@@ -109,6 +125,8 @@ def run_command(options: EngineOptions) -> int:
         loop.close()
     if counts.output_closed:
         raise BrokenPipeError  # reported as for scan: quietly, exit 1
+    if counts.output_failed is not None:
+        raise counts.output_failed
     if counts.stopped_by is not None:
         return 128 + counts.stopped_by
     return EXIT_FAILED if counts.errors else EXIT_OK
@@ -139,15 +157,19 @@ async def _run(
     main = asyncio.current_task()
 
     def on_response(response: StoqResponse) -> None:
-        if counts.output_closed:
+        if counts.output_closed or counts.output_failed is not None:
             return
         try:
             printer.emit(response)
         except BrokenPipeError:
             # The reader is gone (stoq run | head): scanning on would print to no one.
             counts.output_closed = True
-            if main is not None:
-                main.cancel()
+        except OutputError as exc:
+            counts.output_failed = exc  # a full disk: results scanned on would be lost too
+        else:
+            return
+        if main is not None:
+            main.cancel()
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -165,24 +187,18 @@ async def _run(
         else:
             print(message, file=sys.stderr, flush=True)
 
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, on_signal, signum)
-            handled.append(signum)
-        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
-            pass
     drawing = asyncio.ensure_future(status.keep_drawing()) if status is not None else None
     try:
-        await stoq.run(
-            request_meta=options.request_meta(),
-            add_start_dispatch=options.start_dispatch,
-            stop=stop,
-            on_response=on_response,
-            stats=counts.stats,
-        )
+        with _Signals(loop, on_signal):
+            await stoq.run(
+                request_meta=options.request_meta(),
+                add_start_dispatch=options.start_dispatch,
+                stop=stop,
+                on_response=on_response,
+                stats=counts.stats,
+            )
     except asyncio.CancelledError:
-        if counts.output_closed:
+        if counts.output_closed or counts.output_failed is not None:
             return
         if not stop.is_set():
             raise
@@ -190,5 +206,69 @@ async def _run(
     finally:
         if drawing is not None:
             drawing.cancel()
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+
+
+class _Signals:
+    """Delivers SIGINT and SIGTERM to ``handler`` on the event loop, without ever losing one.
+
+    ``loop.add_signal_handler`` learns of a signal only from the byte the interpreter writes to
+    the loop's self-pipe, the pipe ``call_soon_threadsafe`` writes to as well. While the loop
+    waited on a slow stdout reader, watchdog's thread (``-P filedir`` in watch mode) filled that
+    pipe, the signal's byte was dropped ("Exception ignored when trying to write to the signal
+    wakeup fd") and the Ctrl-C with it. Here a Python-level handler, which the interpreter runs
+    whatever the pipe holds, hands the signal to the loop; the wakeup fd, which wakes the loop
+    when another thread took the signal, is a socket only signals write to.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Callable[[int], None]) -> None:
+        self.loop = loop
+        self.handler = handler
+        self._previous: dict[int, Any] = {}
+        self._previous_fd = -1
+        self._sockets: Optional[tuple[socket.socket, socket.socket]] = None
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may handle signals
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._sockets = (reader, writer)
+        self.loop.add_reader(reader.fileno(), self._drain)
+        self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {signum: signal.signal(signum, self._caught) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(
+        self,
+        kind: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        if self._sockets is None:
+            return
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        signal.set_wakeup_fd(self._previous_fd)
+        reader, writer = self._sockets
+        self.loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
+        self._sockets = None
+
+    def _caught(self, signum: int, frame: Optional[FrameType]) -> None:
+        # Runs in the main thread between two bytecodes, even while it waits on a write.
+        try:
+            self.loop.call_soon_threadsafe(self.handler, signum)
+        except RuntimeError:  # the loop has closed: the run is over anyway
+            pass
+
+    def _drain(self) -> None:
+        assert self._sockets is not None
+        try:
+            while self._sockets[0].recv(4096):
+                pass
+        except OSError:  # BlockingIOError: drained
+            pass

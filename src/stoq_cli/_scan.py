@@ -6,17 +6,18 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
 from stoq_cli._inputs import Input, collect, read_stdin
 from stoq_cli._output import ResponsePrinter
+from stoq_cli._streams import check_destination, results_stream
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from stoq_core import Stoq
+    from stoq_core import Stoq, StoqResponse
 
 __all__ = ["scan_command"]
 
@@ -51,6 +52,19 @@ def scan_command(
     allow_empty: bool,
 ) -> int:
     """Run ``stoq scan``; returns the exit code."""
+    with results_stream() as out:
+        return _scan_command(files, options, fmt, compact, allow_empty, out)
+
+
+def _scan_command(
+    files: Sequence[str],
+    options: EngineOptions,
+    fmt: str,
+    compact: bool,
+    allow_empty: bool,
+    out: TextIO,
+) -> int:
+    check_destination(out, options.connectors)
     home = StoqHome.from_environment()
     stderr = _Stderr()
     inputs = collect(files, allow_empty, stderr.warn)
@@ -60,12 +74,17 @@ def scan_command(
         raise CliError(f"nothing to scan: no file under {', '.join(files)}")
     stoq = build_stoq(home, options)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
-    inputs.items = read_stdin(inputs.items, allow_empty, stdin_is_terminal=_isatty(sys.stdin))
+    inputs.items = read_stdin(
+        inputs.items,
+        allow_empty,
+        stdin_is_terminal=_isatty(sys.stdin),
+        limit=stoq.max_payload_size,
+    )
     printer = ResponsePrinter(
-        fmt, single=inputs.single, compact=compact, connectors=options.connectors
+        fmt, single=inputs.single, compact=compact, connectors=options.connectors, stream=out
     )
     # A bar only when the results go elsewhere: on one terminal the two would garble each other.
-    show_bar = len(inputs.items) > 1 and _isatty(sys.stderr) and not _isatty(sys.stdout)
+    show_bar = len(inputs.items) > 1 and _isatty(sys.stderr) and not _isatty(out)
     with _progress(stderr, len(inputs.items), show_bar) as advance:
         failed = asyncio.run(_scan_all(stoq, inputs.items, options, printer, stderr, advance))
     return EXIT_FAILED if failed or inputs.problems else EXIT_OK
@@ -123,21 +142,41 @@ async def _scan_all(
     from stoq_core import PayloadMeta
 
     failed = False
+    limit = stoq.max_payload_size
     for item in inputs:
         try:
-            content = item.read()
+            content = item.read(limit)
         except OSError as exc:
             stderr.warn(f"skipping {item.label}: {exc.strerror or exc}")
             failed = True
             advance(item.label)
             continue
-        response = await stoq.scan(
-            content,
-            payload_meta=PayloadMeta(extra_data=item.extra_data()),
-            request_meta=options.request_meta(),
-            add_start_dispatch=options.start_dispatch,
-        )
+        if len(content) > limit:
+            response = await _too_big(stoq, item, options)
+        else:
+            response = await stoq.scan(
+                content,
+                payload_meta=PayloadMeta(extra_data=item.extra_data()),
+                request_meta=options.request_meta(),
+                add_start_dispatch=options.start_dispatch,
+            )
         printer.emit(response, item.label)
         failed = failed or bool(response.errors)
         advance(item.label)
     return failed
+
+
+async def _too_big(stoq: Stoq, item: Input, options: EngineOptions) -> StoqResponse:
+    """The response for an input over ``max_payload_size``: no payload, an Error naming both.
+
+    It still goes through the engine, so decorators and connectors see it like any other.
+    """
+    from stoq_core import Error, Request
+
+    limit = stoq.max_payload_size
+    error = Error(
+        f"{item.label} is larger than max_payload_size ({limit} bytes): not scanned "
+        "(raise [core] max_payload_size in stoq.cfg to scan it)"
+    )
+    request = Request([], options.request_meta(), errors=[error])
+    return await stoq.scan_request(request)

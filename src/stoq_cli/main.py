@@ -9,14 +9,16 @@ connector or provider, pip); 2 usage or input error (nothing was scanned); 130 s
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
 
 import click
 
-from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, OutputError
 from stoq_cli._params import STATE, StoqCommand, engine_options
+from stoq_cli._streams import flush_results, results_stream, silence_results, take_over
 
 __all__ = ["cli", "main"]
 
@@ -44,6 +46,8 @@ Environment
              directories), logs/ (stoq.log), cache/ (installed plugins'
              entry points, reread whenever the import path changes).
   STOQ_DEBUG  set to 1, a failure prints its traceback (as --log-level debug).
+  STOQ_ALLOW_UNSAFE_PLUGIN_DIRS  set to 1, v3 plugins others could have
+             written load (with a warning) instead of being refused.
 
 \b
 Exit status
@@ -60,7 +64,8 @@ file under it scanned; its responses also record extra_data.source_dir. '-'
 
 \b
 Output
-  Without -C, responses go to stdout, and nothing else does.
+  Without -C, responses go to stdout, and nothing else does: what plugins
+  print goes to stderr.
   --format json     one FILE or stdin: the response, indented (one line with
                     --compact); several FILEs or a DIRECTORY: one line per
                     response (JSON lines).
@@ -78,7 +83,9 @@ Bad input
   A missing, unreadable or empty FILE (unless --allow-empty), a FIFO, an
   unknown or broken plugin, a malformed option or stoq.cfg: one line on stderr,
   exit 2, nothing scanned. Under a DIRECTORY, an unreadable entry is reported
-  and skipped (exit 1); empty files and FIFOs are skipped with a note.
+  and skipped (exit 1); empty files and FIFOs are skipped with a note. An
+  input over max_payload_size (stoq.cfg) is not read past it nor scanned: its
+  response holds an error saying so (exit 1).
 
 {_OPTIONS_NOTE}
 \b
@@ -192,6 +199,11 @@ class StoqGroup(click.Group):
             code = _report(exc)
         if not isinstance(code, int):
             code = 0
+        try:
+            flush_results()  # so a full disk is an error and an exit code, not a lost result
+        except (BrokenPipeError, OutputError) as exc:
+            code = code or _report(exc)
+            silence_results()
         if standalone_mode:
             sys.exit(code)
         return code
@@ -202,6 +214,8 @@ def _one_line(text: str) -> str:
 
 
 def _error(message: str) -> None:
+    if sys.stderr is None:  # print() would fall back to stdout, which holds results
+        return
     print(f"stoq: error: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
@@ -223,8 +237,11 @@ def _report(exc: BaseException) -> int:
         print("stoq: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     if isinstance(exc, BrokenPipeError):
-        _silence_stdout()
+        # The reader went away (stoq scan DIR | head): quiet the flush at exit.
+        silence_results()
         return EXIT_FAILED
+    if isinstance(exc, OutputError):
+        silence_results()
     if STATE.debug:
         import traceback  # only when a traceback is asked for: it costs ~15 ms to import
 
@@ -259,17 +276,6 @@ def _file_hint(exc: BaseException) -> str:
                 "to scan a file of that name, put it before the options or after '--'"
             )
     return ""
-
-
-def _silence_stdout() -> None:
-    # The reader went away (stoq scan DIR | head): quiet the flush at exit.
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 @click.group(cls=StoqGroup, context_settings=_CONTEXT)
@@ -408,6 +414,10 @@ def submit(
 
     if timeout is not None and not wait:
         raise click.UsageError("--timeout needs --wait")
+    if timeout is not None and not math.isfinite(timeout):
+        raise click.BadParameter(
+            f"{timeout!r} is not a finite number of seconds", param_hint="'--timeout'"
+        )
     target = RedisTarget.resolve(StoqHome.from_environment(), url=url, stream=stream)
     return submit_command(paths, target, wait, timeout)
 
@@ -417,7 +427,13 @@ def submit(
     epilog=f"""\
 Each result (a stoQ response) is printed as one JSON line, oldest first: every
 result in the results stream, or with --follow, those saved from now on (and
-with --from-start, every stored one first), until Ctrl-C.
+with --from-start, every stored one first), until Ctrl-C. An entry that holds
+no readable result is reported on stderr, with its id and why, and skipped.
+
+\b
+Exit status
+  0 every entry printed; 1 an entry was skipped; 2 bad input (a bad url,
+  Redis unreachable, the package missing); 130 stopped by Ctrl-C.
 
 {_REDIS_NOTE}
 \b
@@ -480,8 +496,9 @@ def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
     from stoq_cli._output import print_plugins
 
     options = EngineOptions.without_roles(plugin_dirs=plugin_dirs)
-    stoq = build_stoq(StoqHome.from_environment(), options, fresh=True)
-    print_plugins(stoq.list_plugins(), as_json)
+    with results_stream() as out:  # listing imports plugin modules, which may print
+        stoq = build_stoq(StoqHome.from_environment(), options, fresh=True)
+        print_plugins(stoq.list_plugins(), as_json, out)
     return 0
 
 
@@ -521,5 +538,6 @@ def install(specs: tuple[str, ...], upgrade: bool) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """Run the ``stoq`` command line and exit with its status."""
+    take_over()  # before anything is opened or printed: stdout is for results only
     cli.main(args=argv, prog_name="stoq")
     raise SystemExit(0)  # unreachable: main() exits

@@ -1266,8 +1266,11 @@ def _carry_on(started: _Waiting) -> Generator[Any, Any, Any]:
             except GeneratorExit:
                 _close(run, call)
                 raise
-            except BaseException as exc:  # thrown in by the task: a cancellation, usually
-                if refused is not None:  # the grace is over, or cancelled again: stop it
+            except BaseException as exc:
+                # Thrown in by the task: the error of a future the call awaited (which it may
+                # handle), or a cancellation (which it must not swallow).
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                if cancelled and refused is not None:  # grace over, or cancelled again: stop
                     task = asyncio.current_task()
                     if graced and task is not None:
                         task.uncancel()
@@ -1275,12 +1278,17 @@ def _carry_on(started: _Waiting) -> Generator[Any, Any, Any]:
                     raise refused from None
                 try:
                     waiting_on = run(call.throw, exc)
-                except StopIteration:
-                    raise exc from None
-                refused = exc
-                task = asyncio.current_task()
-                if task is not None:
-                    grace = asyncio.get_running_loop().call_later(_CANCEL_GRACE, end_grace, task)
+                except StopIteration as finished:
+                    if cancelled:
+                        raise exc from None  # its result comes too late to be taken
+                    return finished.value
+                if cancelled:
+                    refused = exc
+                    task = asyncio.current_task()
+                    if task is not None:
+                        grace = asyncio.get_running_loop().call_later(
+                            _CANCEL_GRACE, end_grace, task
+                        )
                 continue
             try:
                 waiting_on = run(call.send, sent)

@@ -126,7 +126,7 @@ def test_check_constructs_the_plugin_with_plugin_opts(stoq: StoqRunner) -> None:
     done = stoq("plugin", "check", "cli_echo", "--plugin-opts", "cli_echo:timeout=soon")
 
     assert done.code == 1
-    assert "option timeout must be a number of seconds, not 'soon'" in done.out
+    assert "option timeout must be a number of seconds >= 0 (0: no limit), not 'soon'" in done.out
 
 
 def test_check_constructs_the_plugin_with_its_stoq_cfg_section(stoq: StoqRunner) -> None:

@@ -351,6 +351,139 @@ def test_ctrl_c_reaches_every_consumer_once_and_each_drains(
     )
 
 
+# -- queue poison (issue 12) -----------------------------------------------------------------
+
+
+def _dead_letters(server: RedisServer) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in server.client.xrange("stoq:tasks:dead")]
+
+
+def test_one_garbled_message_among_a_thousand_costs_only_itself(
+    stoq: StoqRunner, server: RedisServer, tmp_path: Path
+) -> None:
+    # It once crashed every worker that read it, and the tasks queued behind it were
+    # dead-lettered unscanned after a few restarts.
+    for half, count in (("first", 500), ("second", 499)):
+        (tmp_path / half).mkdir()
+        for number in range(count):
+            (tmp_path / half / f"{half}{number:03d}.txt").write_bytes(b"x" * number)
+    task_ids = stoq("submit", str(tmp_path / "first"), "--url", server.url).out.split()
+    garbled = server.client.xadd("stoq:tasks", {b"task_id": b"\xff\xfe", b"payload": b"x"})
+    task_ids += stoq("submit", str(tmp_path / "second"), "--url", server.url).out.split()
+    assert len(task_ids) == 999
+
+    ran = worker(stoq, server, "--consumers", "2", timeout=600)  # started once, never again
+    shown = stoq("results", "--url", server.url)
+
+    assert ran.code == 0, ran.err
+    assert "provider redis failed" not in ran.err, ran.err
+    assert shown.code == 0, shown.err
+    saved = [r["request_meta"]["extra_data"]["task_id"] for r in shown.lines()]
+    assert sorted(saved) == sorted(task_ids)  # 999 results, one each
+    [letter] = _dead_letters(server)
+    assert letter[b"message_id"] == garbled
+    assert letter[b"error"] == (
+        b"malformed task message: its task_id field is not UTF-8: b'\\xff\\xfe'"
+    )
+    assert letter[b"deliveries"] == b"1"
+    assert (letter[b"task_id"], letter[b"payload"]) == (b"\xff\xfe", b"x")  # kept as given
+    assert server.client.xpending("stoq:tasks", "stoq")["pending"] == 0
+    assert server.client.xlen("stoq:tasks") == 0
+
+
+@pytest.mark.parametrize(
+    ("garbled", "reason"),
+    [
+        ({b"task_id": b"t-1", b"payload": b"x", b"\xc3\x28": b"y"}, "a field name is not UTF-8"),
+        (
+            {b"task_id": b"t-1", b"archiver": b"\xe2\x82", b"task": b"{}"},
+            "its archiver field is not UTF-8",
+        ),
+        ({b"task_id": b"t-1", b"payload": b"x" * 2000}, "more than max_payload_size (1000 bytes)"),
+        (
+            {b"task_id": b"t-1", b"payload": b"x", b"archiver": b"redis"},
+            "it has both a payload field and an archiver field",
+        ),
+        ({b"task_id": b"t-1", b"payload": b"x", b"priority": b"1"}, "no task message has"),
+    ],
+)
+def test_a_malformed_message_is_dead_lettered_at_once_while_the_worker_goes_on(
+    stoq: StoqRunner,
+    server: RedisServer,
+    samples: Path,
+    garbled: dict[bytes, bytes],
+    reason: str,
+) -> None:
+    server.client.xadd("stoq:tasks", garbled)  # type: ignore[arg-type]
+    task_ids = stoq("submit", str(samples), "--url", server.url).out.split()
+
+    ran = worker(stoq, server, "--plugin-opts", "redis:max_payload_size=1000")
+
+    assert ran.code == 0, ran.err
+    saved = [f[b"task_id"].decode() for f in _results(server)]
+    assert sorted(saved) == sorted(task_ids)
+    [letter] = _dead_letters(server)
+    assert reason in letter[b"error"].decode()
+    assert letter[b"deliveries"] == b"1"
+    assert "moved to stoq:tasks:dead (delivery 1): malformed task message" in ran.err
+
+
+def _unreadable_results(server: RedisServer) -> tuple[list[str], list[str]]:
+    """Results entries, good and bad in turn; returns the good task ids and the bad entry ids."""
+    good, bad = [], []
+    for number, damaged in enumerate(
+        [{"task_id": "d-1"}, {"task_id": "d-2", "result": b"\xff{"}, {"result": "[1]"}]
+    ):
+        task_id = f"t-{number}"
+        response = {"request_meta": {"extra_data": {"task_id": task_id}}}
+        server.client.xadd("stoq:results", {"task_id": task_id, "result": json.dumps(response)})
+        good.append(task_id)
+        bad.append(server.client.xadd("stoq:results", damaged).decode())  # type: ignore[arg-type]
+    server.client.xadd(
+        "stoq:results",
+        {"result": json.dumps({"request_meta": {"extra_data": {"task_id": "last"}}})},
+    )
+    return [*good, "last"], bad
+
+
+def test_results_reports_an_entry_it_cannot_read_and_prints_the_rest(
+    stoq: StoqRunner, server: RedisServer
+) -> None:
+    good, bad = _unreadable_results(server)
+
+    shown = stoq("results", "--url", server.url)
+
+    assert shown.code == 1
+    assert [r["request_meta"]["extra_data"]["task_id"] for r in shown.lines()] == good
+    assert shown.err.splitlines() == [
+        f"stoq: results entry {bad[0]} skipped: it has no result field (task 'd-1')",
+        f"stoq: results entry {bad[1]} skipped: its result is not UTF-8 (task 'd-2'): b'\\xff{{'",
+        f"stoq: results entry {bad[2]} skipped: its result is not a JSON object: b'[1]'",
+    ]
+
+
+def test_results_follow_reports_an_entry_it_cannot_read_and_goes_on(
+    stoq: StoqRunner, server: RedisServer
+) -> None:
+    good, bad = _unreadable_results(server)
+    following = subprocess.Popen(
+        stoq.command("results", "--follow", "--from-start", "--url", server.url),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    try:
+        assert following.stdout is not None
+        seen = [json.loads(following.stdout.readline()) for _ in good]
+        following.send_signal(signal.SIGINT)
+        _, err = following.communicate(timeout=30)
+    finally:
+        following.kill()
+
+    assert [r["request_meta"]["extra_data"]["task_id"] for r in seen] == good
+    assert [line.split()[3] for line in err.decode().splitlines() if "skipped" in line] == bad
+    assert following.returncode == 130
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -384,6 +517,27 @@ def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: StoqRunner) -> None:
     done = stoq("results", "--url", "http://example.org")
 
     assert "must start with redis://, rediss:// or unix://" in one_line_error(done)
+
+
+@pytest.mark.parametrize("command", ["submit", "results"])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://:s3cret@h:notaport/0", "cannot be read: its host and port must be"),
+        ("redis://:s3cret@[::1/0", "cannot be read: its host and port must be"),
+        ("redis://h/notadb", "the path must be a database number"),
+        ("redis://h/0?colour=red", "unexpected keyword argument 'colour'"),
+    ],
+)
+def test_a_bad_url_is_a_one_line_usage_error_without_its_password(
+    stoq: StoqRunner, samples: Path, command: str, url: str, message: str
+) -> None:
+    args = [str(samples)] if command == "submit" else []
+
+    err = one_line_error(stoq(command, *args, "--url", url))
+
+    assert message in err
+    assert "s3cret" not in err
 
 
 def test_submit_of_an_empty_directory_is_a_one_line_error(

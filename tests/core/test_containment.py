@@ -378,3 +378,25 @@ def test_a_huge_init_exception_message_is_cut(hostile, tmp_path):
         )
     assert len(str(raised.value)) <= 4096
     assert "characters cut" in str(raised.value)
+
+
+def test_a_call_that_handles_an_awaited_failure_keeps_its_result(tmp_path):
+    # The task throws an awaited future's error into the call; one the call handles is not a
+    # refused cancellation (a connector retrying after a failed command, say).
+    class Retrying:
+        @hookimpl
+        async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+            future = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, future.set_exception, KeyError("gone"))
+            try:
+                await future
+            except KeyError:
+                await asyncio.sleep(0.01)
+                return WorkerResponse({"retried": True})
+            return WorkerResponse({"retried": False})
+
+    stoq = Stoq(base_dir=str(tmp_path), log_dir=None, plugin_dir_list=[], timeout=30)
+    stoq.plugins.register("retrying", Retrying())
+    response = run_scan(stoq, start=("retrying",))
+    assert response.errors == []
+    assert response.results[0].workers["retrying"] == {"retried": True}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,8 @@ def is_outage(exc: BaseException) -> bool:
 
 
 _SCHEMES = ("redis", "rediss", "unix")
+_DB_PATH = re.compile(r"/?([0-9]+)?")  # the path of a redis:// url: /N, / or nothing
+_DB = re.compile(r"[0-9]+")
 
 
 def _url_password(url: str) -> Optional[str]:
@@ -64,30 +67,67 @@ def _url_password(url: str) -> Optional[str]:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        user = parts.username or ""
-        netloc = f"{user}:***@{netloc.rsplit('@', 1)[1]}"
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if any(key == "password" for key, _ in query):
-        query = [(k, "***" if k == "password" else v) for k, v in query]
-    return urllib.parse.urlunsplit(
-        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query), parts.fragment)
-    )
+    """``url`` with any password replaced by ``***``, for messages and logs.
+
+    A url that does not parse has everything between ``//`` and its last ``@`` hidden instead:
+    where a malformed url's password ends cannot be known.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        readable = url.count("@") == parts.netloc.count("@")
+    except ValueError:
+        readable = False
+    if not readable:
+        url = re.sub(r"//.*@", "//***@", url, count=1, flags=re.DOTALL)
+    elif parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[1]}"
+        url = url.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def check_url(url: str) -> str:
-    """``url`` if it is one Redis can be reached at.
+    """``url`` if Redis can be reached at it as written.
 
-    :raises StoqException: the scheme is not ``redis://``, ``rediss://`` or ``unix://``.
+    Checked here, before any connection, because redis-py reads some mistakes as something
+    else: a database that is not a number (``redis://h/notadb``) as database 0.
+
+    :raises StoqException: the url is not a ``redis://``, ``rediss://`` or ``unix://`` url, or
+        its port, database or query parameters are not ones Redis and redis-py accept; the
+        message shows the url without its password.
     """
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in _SCHEMES:
+    shown = redact(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        # Not the exception's text: it may quote the part of the url that holds the password.
         raise StoqException(
-            f"Redis url {redact(url)!r} must start with redis://, rediss:// or unix://"
+            f"Redis url {shown!r} cannot be read: its host and port must be host, host:port "
+            "or [ipv6]:port with a port from 1 to 65535"
+        ) from None
+    if parts.scheme not in _SCHEMES or not url.lower().startswith(f"{parts.scheme}://"):
+        raise StoqException(f"Redis url {shown!r} must start with redis://, rediss:// or unix://")
+    if port == 0:
+        raise StoqException(f"Redis url {shown!r}: the port must be from 1 to 65535")
+    query = urllib.parse.parse_qs(parts.query)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise StoqException(
+                f"Redis url {shown!r} names no socket: write unix:///path/to/redis.sock"
+            )
+    elif not _DB_PATH.fullmatch(parts.path):
+        raise StoqException(
+            f"Redis url {shown!r}: the path must be a database number, as in "
+            "redis://host:6379/0, or nothing"
         )
+    if any(not _DB.fullmatch(db) for db in query.get("db", [])):
+        raise StoqException(f"Redis url {shown!r}: db= must be a database number")
+    try:
+        # What redis-py itself refuses: a query parameter it does not know, or a bad value.
+        pool: Any = redis.asyncio.ConnectionPool.from_url(url)
+        pool.make_connection()
+    except (TypeError, ValueError) as exc:
+        raise StoqException(f"Redis url {shown!r} is not one redis-py accepts: {exc}") from None
     return url
 
 

@@ -29,7 +29,14 @@ import redis.exceptions
 
 from stoq_plugin_redis._batching import Batcher
 from stoq_plugin_redis._connection import RETRYABLE, is_outage, retrying
-from stoq_plugin_redis._messages import DEAD_LETTER_SCRIPT, errors_key, text
+from stoq_plugin_redis._messages import (
+    DEAD_LETTER_SCRIPT,
+    MAX_COPY_BYTES,
+    MAX_COPY_FIELDS,
+    MAX_NAME,
+    errors_key,
+    text,
+)
 
 __all__ = ["Delivery", "StreamConsumer"]
 
@@ -202,7 +209,13 @@ class StreamConsumer:
             delivery = Delivery(mid, fields, int(pending[0]["times_delivered"]))
             if delivery.deliveries > self.max_deliveries:
                 error = text(last_error) if last_error else _NO_ERROR
-                await self._dead_letter_now(delivery, error)
+                try:
+                    await self._dead_letter_now(delivery, error)
+                except RETRYABLE:
+                    raise  # an outage: the read loop waits it out
+                except Exception as exc:
+                    # Not this reader's to die of: the message stays pending, tried again later.
+                    self.log.error("could not dead-letter message %s: %s", mid, exc)
             else:
                 self.log.info(
                     "took over message %s (delivery %d of %d)",
@@ -337,13 +350,17 @@ class StreamConsumer:
                 self.log,
                 _SETTLE_PATIENCE,
             )
-        except RETRYABLE as exc:
+        except redis.exceptions.RedisError as exc:
             self.log.error("could not record the error of message %s: %s", message_id, exc)
         finally:
             self._release(message_id)
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
-        """Processing can never succeed: move the message to the dead-letter stream now."""
+        """Processing can never succeed: move the message to the dead-letter stream now.
+
+        If Redis refuses (or cannot be reached for a while), the message stays pending and is
+        dead-lettered by whichever consumer takes it over ``max_deliveries`` times.
+        """
         try:
             await retrying(
                 lambda: self._dead_letter_now(delivery, error),
@@ -351,32 +368,48 @@ class StreamConsumer:
                 self.log,
                 _SETTLE_PATIENCE,
             )
-        except RETRYABLE as exc:
+        except redis.exceptions.RedisError as exc:
             self.log.error("could not dead-letter message %s: %s", delivery.id, exc)
         finally:
             self._release(delivery.id)
 
     async def _dead_letter_now(self, delivery: Delivery, error: str) -> None:
-        entry: dict[Any, Any] = dict(delivery.fields)
-        entry.update(
-            {
-                "error": error[:_ERROR_LIMIT],
-                "deliveries": str(delivery.deliveries),
-                "message_id": delivery.id,
-                "stream": self.stream,
-                "group": self.group,
-                "consumer": self.consumer,
-            }
-        )
-        args: list[Any] = [self.group, delivery.id, "1" if self.delete_acked else "0"]
-        for field, value in entry.items():
+        entry: list[tuple[str, Any]] = [
+            ("error", error[:_ERROR_LIMIT]),
+            ("deliveries", str(delivery.deliveries)),
+            ("message_id", delivery.id),
+            ("stream", self.stream),
+            ("group", self.group),
+            ("consumer", self.consumer),
+        ]
+        size = sum(len(key) + len(value) for key, value in delivery.fields.items())
+        copy = len(delivery.fields) <= MAX_COPY_FIELDS and size <= MAX_COPY_BYTES
+        if not copy:
+            # The entry still names the task, so that a submitter waiting for it hears of it.
+            task_id = delivery.fields.get(b"task_id")
+            if isinstance(task_id, bytes) and len(task_id) <= MAX_NAME * 4:
+                entry.insert(0, ("task_id", task_id))
+            entry.append(
+                (
+                    "kept",
+                    f"the message ({size} bytes in {len(delivery.fields)} fields) is too large "
+                    f"to copy: it stays in {self.stream} under its message_id",
+                )
+            )
+        args: list[Any] = [
+            self.group,
+            delivery.id,
+            "1" if self.delete_acked else "0",
+            MAX_COPY_FIELDS if copy else 0,
+        ]
+        for field, value in entry:
             args.extend((field, value))
         moved = await self._bury(
             keys=[self.stream, self.dead_letter_stream, self._errors], args=args
         )
         if moved:
             self.log.error(
-                "message %s moved to %s after %d deliveries: %s",
+                "message %s moved to %s (delivery %d): %s",
                 delivery.id,
                 self.dead_letter_stream,
                 delivery.deliveries,

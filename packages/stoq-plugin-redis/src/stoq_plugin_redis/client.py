@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
@@ -42,6 +42,7 @@ from stoq_plugin_redis._messages import (
     encode_task,
     payload_key,
     result_key,
+    show,
     text,
 )
 
@@ -207,12 +208,18 @@ async def results(
     results_stream: str = DEFAULT_RESULTS_STREAM,
     follow: bool = False,
     start: str = "0-0",
+    on_unreadable: Optional[Callable[[str, str], object]] = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """The responses in the results stream, oldest first, one per task.
+
+    An entry that holds no response (no ``result`` field, or one that is not a JSON object) is
+    skipped, and the entries after it are read as usual.
 
     :param follow: after the last one, wait for more (until cancelled) instead of returning.
     :param start: a results-stream entry id to read after; ``"0-0"`` reads from the start,
         ``"$"`` only what arrives from now on.
+    :param on_unreadable: called with a skipped entry's id and why it was skipped; by default
+        each is logged as a warning.
     :raises StoqException: Redis cannot be reached: at once if it cannot be reached at first
         (a wrong url, say), after 30 s of trying if it goes away later.
     """
@@ -242,9 +249,47 @@ async def results(
                 return
             for entry_id, fields in entries:
                 last = text(entry_id)
-                yield json.loads(fields[b"result"])
+                try:
+                    response = _read_result(fields)
+                except _Unreadable as exc:
+                    if on_unreadable is None:
+                        log.warning("results-stream entry %s skipped: %s", last, exc)
+                    else:
+                        on_unreadable(last, str(exc))
+                    continue
+                yield response
     finally:
         await close(client)
+
+
+class _Unreadable(ValueError):
+    """A results-stream entry that holds no response; the text says why."""
+
+
+def _read_result(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    """The response a results-stream entry holds.
+
+    :raises _Unreadable: it has no ``result`` field, or one that is not a JSON object
+        (written by something other than the connector, or damaged).
+    """
+    raw = fields.get(b"result", fields.get("result"))
+    about = ""
+    task_id = fields.get(b"task_id", fields.get("task_id"))
+    if isinstance(task_id, (bytes, str)):
+        about = f" (task {show(text(task_id, lenient=True))})"
+    if not isinstance(raw, (bytes, str)):
+        raise _Unreadable(f"it has no result field{about}")
+    try:
+        response = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError:
+        raise _Unreadable(f"its result is not UTF-8{about}: {show(raw)}") from None
+    except RecursionError:
+        raise _Unreadable(f"its result is nested too deeply to read{about}") from None
+    except ValueError as exc:
+        raise _Unreadable(f"its result is not JSON{about}: {exc}: {show(raw)}") from None
+    if not isinstance(response, dict):
+        raise _Unreadable(f"its result is not a JSON object{about}: {show(raw)}")
+    return response
 
 
 async def wait(
@@ -289,10 +334,12 @@ async def wait(
                     break
                 for entry_id, fields in buried:
                     dead_cursor = f"({text(entry_id)}"
-                    task_id = text(fields.get(b"task_id", b""))
+                    # Any message can be dead-lettered, bytes that are not text included.
+                    task_id = text(fields.get(b"task_id", b""), lenient=True)
                     if task_id in remaining:
                         del remaining[task_id]
-                        yield Outcome(task_id, None, text(fields.get(b"error", b"dead-lettered")))
+                        error = text(fields.get(b"error", b"dead-lettered"), lenient=True)
+                        yield Outcome(task_id, None, error)
             if not remaining:
                 return
             if until is not None and loop.time() >= until:
@@ -319,11 +366,15 @@ async def _finished(
         for _, entry_id in done:
             pipe.xrange(results_stream, min=entry_id, max=entry_id, count=1)
         found = await _run(pipe.execute, url)
-        for (task_id, _), entries in zip(done, found):
-            if entries:
-                outcomes.append(Outcome(task_id, json.loads(entries[0][1][b"result"])))
-            else:
+        for (task_id, entry_id), entries in zip(done, found):
+            if not entries:
                 outcomes.append(Outcome(task_id, None, "its result was trimmed from the stream"))
+                continue
+            try:
+                outcomes.append(Outcome(task_id, _read_result(entries[0][1])))
+            except _Unreadable as exc:
+                why = f"results-stream entry {entry_id} cannot be read: {exc}"
+                outcomes.append(Outcome(task_id, None, why))
     return outcomes
 
 
@@ -337,6 +388,13 @@ def _entries(reply: Any) -> list[Any]:
 
 async def _run(operation: Callable[[], Awaitable[T]], url: str, patience: float = _PATIENCE) -> T:
     try:
-        return await retrying(operation, "reading results", log, patience)
+        reply = await retrying(operation, "reading results", log, patience)
     except redis.exceptions.RedisError as exc:
         raise StoqException(describe(exc, url)) from None
+    task = asyncio.current_task()
+    if task is not None and getattr(task, "cancelling", lambda: 0)():
+        # Python 3.11's asyncio.wait_for, which redis-py sends commands with, loses a
+        # cancellation that arrives as the send completes: Ctrl-C on 'stoq results --follow'
+        # was then ignored. The task still counts it, so honour it here.
+        raise asyncio.CancelledError
+    return reply

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -71,6 +72,10 @@ class _NotStored(Exception):
     """The archiver has no payload under that sha256."""
 
 
+class _TooLarge(Exception):
+    """The payload stored under that sha256 is larger than ``max_payload_size``."""
+
+
 class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
     """Queue tasks, save results and keep payloads in Redis.
 
@@ -86,6 +91,8 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
     - ``processing_timeout`` (900 s): a held message not settled by then is left for redelivery;
     - ``delete_acked`` (true): delete a message from ``stream`` once acknowledged;
     - ``stop_when_idle`` (0): return after this many seconds with no work (0: run forever);
+    - ``max_payload_size`` (256 MiB, as ``[core] max_payload_size``): a task whose payload is
+      larger is dead-lettered unscanned;
     - ``results_stream`` (``stoq:results``), ``result_ttl`` (0 s: keep), ``results_maxlen``
       (0: unbounded);
     - ``key_prefix`` (``stoq``): of ``<prefix>:payload:<sha256>`` and ``<prefix>:result:<task>``;
@@ -114,6 +121,7 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
         self.processing_timeout = options.number("processing_timeout", 900.0, minimum=0.01)
         self.stop_when_idle = options.number("stop_when_idle", 0.0, minimum=0.0)
         self.delete_acked = options.boolean("delete_acked", True)
+        self.max_payload_size = options.integer("max_payload_size", 256 << 20, minimum=0)
         self.result_ttl = options.integer("result_ttl", 0, minimum=0)
         self.results_maxlen = options.integer("results_maxlen", 0, minimum=0)
         self.ttl = options.integer("ttl", 0, minimum=0)
@@ -163,7 +171,15 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
         )
         try:
             async for delivery in consumer.deliveries(self.stop_when_idle):
-                item = await self._queue_item(delivery, consumer)
+                try:
+                    item = await self._queue_item(delivery, consumer)
+                except Exception as exc:
+                    # One message must never stop the reading of those behind it (#12): what
+                    # went wrong is its error, and it is delivered again or dead-lettered.
+                    debug = self.log.isEnabledFor(logging.DEBUG)
+                    self.log.error("queueing message %s failed", delivery.id, exc_info=debug)
+                    await consumer.fail(delivery.id, f"queueing it failed: {_describe(exc)}")
+                    continue
                 if item is None:
                     continue
                 try:
@@ -182,13 +198,19 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
     ) -> Optional[QueueItem]:
         """What a message stands for, settled by ``_settle``; None if it was settled here."""
         try:
-            task = decode_task(delivery.fields)
+            task = decode_task(delivery.fields, self.max_payload_size)
             sha256 = None
             if task.content is None and task.archiver == self.plugin_name:
                 sha256 = check_sha256((task.archiver_task or {}).get("sha256"))
         except MalformedTask as exc:
             # Delivering it again cannot fix it.
             await consumer.dead_letter(delivery, f"malformed task message: {exc}")
+            return None
+        except Exception as exc:
+            # decode_task's own bug, met by this message: decoding it again would meet it again.
+            await consumer.dead_letter(
+                delivery, f"malformed task message: decoding it failed: {_describe(exc)}"
+            )
             return None
         extra_data = task.request_meta.extra_data
         extra_data[TASK_ID_KEY] = task.task_id
@@ -201,6 +223,9 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
             # error, retried and dead-lettered like any other, without -S redis being named.
             try:
                 content = await self._load(sha256)
+            except _TooLarge as exc:
+                await consumer.dead_letter(delivery, f"loading the payload failed: {exc}")
+                return None
             except _LOAD_FAILURES as exc:
                 await consumer.fail(delivery.id, f"loading the payload failed: {exc}")
                 return None
@@ -290,21 +315,49 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
             sha256 = check_sha256(results.get("sha256") if isinstance(results, dict) else None)
         except MalformedTask as exc:
             raise StoqPluginException(f"bad archiver task {results!r}: {exc}") from None
-        return Payload(await self._load(sha256))
+        try:
+            return Payload(await self._load(sha256))
+        except _TooLarge as exc:
+            raise StoqPluginException(str(exc)) from None
 
     async def _load(self, sha256: str) -> bytes:
+        """The payload stored under ``sha256``.
+
+        :raises _NotStored: there is none.
+        :raises _TooLarge: it is larger than ``max_payload_size`` (only that much is read).
+        """
         client = self._client()
         key = payload_key(self.key_prefix, sha256)
-        content: Any = await retrying(
-            lambda: client.get(key), f"loading payload {sha256}", self.log, _PATIENCE
-        )
-        if content is None:
+        limit = self.max_payload_size
+
+        async def load() -> list[Any]:
+            pipe = client.pipeline(transaction=True)
+            pipe.exists(key)
+            # One byte past the limit: enough to know it is over, without reading all of it.
+            pipe.getrange(key, 0, limit)
+            return list(await pipe.execute())
+
+        exists, content = await retrying(load, f"loading payload {sha256}", self.log, _PATIENCE)
+        if not exists:
             raise _NotStored(f"no payload {sha256} in Redis (key {key}): expired or never stored")
+        if len(content) > limit:
+            raise _TooLarge(
+                f"payload {sha256} (key {key}) is larger than max_payload_size ({limit} bytes)"
+            )
         return bytes(content)
 
 
-# Failures of loading a payload that another delivery may not meet.
-_LOAD_FAILURES: tuple[type[Exception], ...] = (_NotStored, *RETRYABLE)
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Failures of loading a payload that another delivery may not meet; a payload key of the wrong
+# type (WRONGTYPE) is a ResponseError, retried and then dead-lettered with it.
+_LOAD_FAILURES: tuple[type[Exception], ...] = (
+    _NotStored,
+    redis.exceptions.ResponseError,
+    *RETRYABLE,
+)
 
 
 class _Options:

@@ -147,9 +147,7 @@ class HostileBlocking(Hostile):
 
     @hookimpl
     def get_dispatches(self, payload: Payload, request: Any) -> Any:  # type: ignore[override]
-        return self._act_blocking(
-            "get_dispatches", lambda: DispatcherResponse(list(self.dispatch))
-        )
+        return self._act_blocking("get_dispatches", lambda: DispatcherResponse(list(self.dispatch)))
 
     @hookimpl
     def archive(self, payload: Payload, request: Any) -> Any:  # type: ignore[override]
@@ -161,9 +159,7 @@ class HostileBlocking(Hostile):
 
     @hookimpl
     def decorate(self, response: StoqResponse) -> Any:  # type: ignore[override]
-        return self._act_blocking(
-            "decorate", lambda: DecoratorResponse({"decorated": self.name})
-        )
+        return self._act_blocking("decorate", lambda: DecoratorResponse({"decorated": self.name}))
 
     @hookimpl
     def save(self, response: StoqResponse) -> Any:  # type: ignore[override]
