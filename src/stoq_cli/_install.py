@@ -1,36 +1,130 @@
-"""``stoq install``: plugin distributions through pip, v3 plugin directories by copying.
+"""``stoq install``: plugin distributions through pip, v3 plugins by copying.
 
 A distribution (a requirement such as ``stoq-plugin-yara``, a wheel, an sdist or a project
 directory) is installed with ``python -m pip install`` of the interpreter stoq runs in, so the
-plugins land where ``stoq`` finds them. A v3 plugin directory (one holding a ``.stoq`` file and no
-``pyproject.toml``/``setup.py``) is copied to ``$STOQ_HOME/plugins/<directory name>``.
+plugins land where ``stoq`` finds them.
+
+A v3 plugin is installed as v3's ``stoq install`` did (issue 13): its ``requirements.txt`` with
+that same pip, then its folder holding the ``.stoq`` file copied to
+``$STOQ_HOME/plugins/<folder name>``. Both layouts of a v3 plugin are taken:
+
+- the source folder of stoq-plugins-public: ``setup.py``, ``requirements.txt`` and an inner
+  folder with the ``.stoq`` file and module. The inner folder is copied; the outer one is never
+  pip-installed (it declares no entry point, so as a distribution it would hold no plugin);
+- a folder holding the ``.stoq`` file itself (such an inner folder, or a bare plugin directory),
+  with its requirements in ``requirements.txt`` beside the ``.stoq`` file or, for an inner
+  folder, in the source folder around it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from stoq_cli._engine import StoqHome
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
 from stoq_cli._metadata import PluginRecord, installed_plugins, legacy_plugins
 
-__all__ = ["install_command"]
+__all__ = ["V3Plugin", "install_command", "v3_plugins"]
 
 _PROJECT_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 _ARCHIVES = (".whl", ".tar.gz", ".zip", ".tgz", ".tar.bz2")
+_REQUIREMENTS = "requirements.txt"
+#: The entry-point group of a distribution that ships its plugins the stoQ 4 way.
+_ENTRY_POINT_GROUP = "stoq.plugins"
+# Folders of a source tree that hold no plugin to install (v3's setup.py excluded tests too).
+_NOT_PLUGINS = frozenset(
+    ("__pycache__", "build", "dist", "node_modules", "site-packages", "test", "tests")
+)
 
 
-def is_legacy_directory(path: Path) -> bool:
-    """A v3 plugin directory: ``.stoq`` files and no Python project around them."""
-    if not path.is_dir() or any((path / name).exists() for name in _PROJECT_FILES):
-        return False
-    return next(path.rglob("*.stoq"), None) is not None
+@dataclasses.dataclass(frozen=True)
+class V3Plugin:
+    """A folder holding v3 ``.stoq`` plugins, to copy to ``$STOQ_HOME/plugins/<name>``."""
+
+    folder: Path
+    #: The ``requirements.txt`` to pip-install first, or ``None``.
+    requirements: Path | None
+
+    @property
+    def name(self) -> str:
+        """The folder's name, which its copy in the plugin directory keeps."""
+        return self.folder.name
+
+
+def v3_plugins(path: Path) -> list[V3Plugin]:
+    """The v3 plugin folders that ``path`` holds, or ``[]`` when it is no v3 plugin.
+
+    A directory with ``.stoq`` files and no project file is one plugin folder, copied whole. A
+    project (``setup.py``, ``pyproject.toml``, ``setup.cfg``) that declares no ``stoq.plugins``
+    entry point is a v3 source folder: each topmost folder in it with a ``.stoq`` file is one.
+    """
+    if not path.is_dir():
+        return []
+    path = Path(os.path.abspath(path))
+    projects = [path / name for name in _PROJECT_FILES if (path / name).is_file()]
+    if not projects:
+        if next(_plugin_folders(path), None) is None:
+            return []
+        return [V3Plugin(path, _requirements_of(path))]
+    if any(_declares_entry_points(project) for project in projects):
+        return []
+    requirements = _requirements(path / _REQUIREMENTS)
+    return [V3Plugin(folder, requirements) for folder in _plugin_folders(path)]
+
+
+def _plugin_folders(root: Path) -> Iterator[Path]:
+    """The topmost folders under ``root`` (itself included) that hold a ``.stoq`` file."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if any(name.endswith(".stoq") for name in filenames):
+            dirnames[:] = []  # copied whole, with whatever lies under it
+            yield Path(dirpath)
+            continue
+        dirnames[:] = sorted(
+            name
+            for name in dirnames
+            if not name.startswith(".")
+            and not name.endswith(".egg-info")
+            and name not in _NOT_PLUGINS
+        )
+
+
+def _requirements_of(folder: Path) -> Path | None:
+    """A plugin folder's requirements: its own, else its source folder's (the inner layout)."""
+    own = _requirements(folder / _REQUIREMENTS)
+    if own is not None:
+        return own
+    outer = folder.parent
+    if any((outer / name).is_file() for name in _PROJECT_FILES):
+        return _requirements(outer / _REQUIREMENTS)
+    return None
+
+
+def _requirements(path: Path) -> Path | None:
+    """``path`` if it names at least one requirement; an empty file needs no pip."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise CliError(f"cannot read {path}: {reason or exc}") from None
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return path if any(lines) else None
+
+
+def _declares_entry_points(project: Path) -> bool:
+    try:
+        return _ENTRY_POINT_GROUP in project.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False  # pip will say what is wrong with it
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -40,20 +134,40 @@ def _looks_like_path(spec: str) -> bool:
 def install_command(specs: Sequence[str], upgrade: bool) -> int:
     """Run ``stoq install``; returns the exit code."""
     home = StoqHome.from_environment()
-    legacy = [Path(spec) for spec in specs if is_legacy_directory(Path(spec))]
-    to_pip = [spec for spec in specs if not is_legacy_directory(Path(spec))]
-    for spec in to_pip:
-        if _looks_like_path(spec) and not os.path.exists(spec):
+    copies: list[V3Plugin] = []
+    to_pip: list[str] = []
+    for spec in specs:
+        found = v3_plugins(Path(spec))
+        if found:
+            copies += found
+        elif _looks_like_path(spec) and not os.path.exists(spec):
             raise CliError(f"{spec}: no such file or directory")
-    for directory in legacy:
-        target = home.plugins / directory.resolve().name
+        else:
+            to_pip.append(spec)
+    # Everything is checked before anything is installed: a refusal leaves no half install.
+    targets: dict[Path, V3Plugin] = {}
+    for plugin in copies:
+        target = home.plugins / plugin.name
+        if target in targets and targets[target].folder != plugin.folder:
+            raise CliError(
+                f"{targets[target].folder} and {plugin.folder} would both be installed as "
+                f"{target}; install them one at a time"
+            )
         if target.exists() and not upgrade:
             raise CliError(f"{target} already exists; add --upgrade to replace it")
+        targets[target] = plugin
 
     changes = []
-    for directory in legacy:
-        target = home.plugins / directory.resolve().name
-        _copy(directory, target)
+    # Requirements first, as v3 did: a plugin is copied only once it can import them.
+    for requirements in dict.fromkeys(p.requirements for p in targets.values() if p.requirements):
+        _pip_install(
+            ["-r", str(requirements)], False, requirements.parent, "; no plugin was copied"
+        )
+        changes.append(f"installed requirements from {requirements} with pip into {sys.prefix}")
+    if targets:
+        home.prepare()  # plugins/ with an explicit mode: umask 002 would make it refused
+    for target, plugin in targets.items():
+        _copy(plugin.folder, target)
         for record in sorted(legacy_plugins(target).values()):
             version = f" {record.version}" if record.version else ""
             changes.append(f"installed plugin {record.name}{version} in {record.origin}")
@@ -73,33 +187,49 @@ def install_command(specs: Sequence[str], upgrade: bool) -> int:
 
 
 def _copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``, replacing it whole or, on failure, leaving it as it was."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # Staged beside the target, so the swap is two renames on one file system.
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-installing-", dir=target.parent))
+    except OSError as exc:
+        raise CliError(f"cannot create {target}: {exc.strerror or exc}") from None
+    try:
+        fresh = staging / "new"
+        # .pyc files stay: v3 loaded a compiled-only module beside its .stoq file.
+        shutil.copytree(source, fresh, ignore=shutil.ignore_patterns("__pycache__"))
         # copytree keeps the source's modes: a group-writable copy would be refused at load.
-        for path in [target, *target.rglob("*")]:
+        for path in [fresh, *fresh.rglob("*")]:
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode & ~0o022)
+        if target.exists() or target.is_symlink():
+            target.rename(staging / "old")
+        fresh.rename(target)
     except OSError as exc:
         raise CliError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _pip_install(specs: Sequence[str], upgrade: bool) -> None:
-    command = [sys.executable, "-m", "pip", "install", *(["--upgrade"] if upgrade else []), *specs]
-    # pip's chatter is not a result: it goes to stderr, so stdout lists only the new plugins.
+def _pip_install(
+    args: Sequence[str], upgrade: bool, cwd: Path | None = None, consequence: str = ""
+) -> None:
+    command = [sys.executable, "-m", "pip", "install", *(["--upgrade"] if upgrade else []), *args]
+    # pip's chatter is not a result: it goes to stderr, so stdout lists only what was installed.
     try:
         stdout: int | None = sys.stderr.fileno()
     except (AttributeError, ValueError, io.UnsupportedOperation):
         stdout = None
     try:
-        done = subprocess.run(command, stdout=stdout, check=False)
+        # In its own folder, a requirements file's relative paths mean what its author meant.
+        done = subprocess.run(command, stdout=stdout, check=False, cwd=cwd)
     except OSError as exc:
         raise CliError(f"cannot run pip: {exc.strerror or exc}", EXIT_FAILED) from None
     if done.returncode != 0:
+        what = f"pip install {' '.join(args)}" if cwd is not None else "pip install"
         raise CliError(
-            f"pip install failed (exit {done.returncode}); its output is above", EXIT_FAILED
+            f"{what} failed (exit {done.returncode}); its output is above{consequence}",
+            EXIT_FAILED,
         )
 
 

@@ -513,9 +513,11 @@ entry points. pip's output goes to stderr; stdout lists each plugin that
 became available or changed version.
 
 \b
-A directory holding a v3 plugin (a .stoq file beside its module, and no
-pyproject.toml or setup.py) is copied to $STOQ_HOME/plugins/<directory name>
-instead; --upgrade replaces an existing copy.
+A v3 plugin is installed as v3 did: its requirements.txt with that pip, then
+the folder holding its .stoq file copied to $STOQ_HOME/plugins/<folder name>.
+SPEC may be that folder or the v3 source folder around it (setup.py,
+requirements.txt, the inner folder), which is not pip-installed itself. A
+copy already there is refused; --upgrade replaces it.
 
 \b
 Examples
@@ -523,6 +525,7 @@ Examples
   stoq install ./packages/stoq-plugin-hash
   stoq install --upgrade dist/stoq_plugin_yara-4.1.0-py3-none-any.whl
   stoq install ~/v3-plugins/peinfo
+  stoq install ~/src/stoq-plugins-public/mraptor
 """,
 )
 @click.argument("specs", nargs=-1, required=True, metavar="SPEC...")

@@ -62,8 +62,11 @@ class LoadedPlugin:
     obj: Any
     hooks: dict[str, Callable[..., Any]]
     is_async: dict[str, bool]
-    required_workers: frozenset[str]
+    required_workers: frozenset[str]  #: as loaded; see ``requirements`` for a v3 plugin
     timeout: Optional[float] = None  #: the plugin's own ``timeout`` option; None: the core's
+    #: A v3 plugin (a ``BasePlugin`` subclass): its methods and ``required_workers`` are looked
+    #: up at each use, as v3 did, so a program (or v3's tests) may change them after loading.
+    late: bool = False
 
     #: Per hook, what ``call`` calls: the implementation itself when it is ``async def``.
     callers: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = attrs.field(init=False)
@@ -73,10 +76,41 @@ class LoadedPlugin:
             hook: function if self.is_async[hook] else functools.partial(run_blocking, function)
             for hook, function in self.hooks.items()
         }
+        if self.late:
+            self.callers = {
+                hook: functools.partial(_late_call, self.obj, hook, self.hooks[hook], caller)
+                for hook, caller in self.callers.items()
+            }
+
+    def requirements(self) -> frozenset[str]:
+        """The workers that must run first: read now from a v3 plugin, else as loaded."""
+        if self.late:
+            current = getattr(self.obj, "required_workers", None)
+            if current is not None:
+                return frozenset(current)
+        return self.required_workers
 
     def call(self, hook: str, *args: Any) -> Coroutine[Any, Any, Any]:
         """A coroutine of this plugin's ``hook``; a plain ``def`` runs in a daemon thread."""
         return self.callers[hook](*args)
+
+
+async def _late_call(
+    obj: Any,
+    hook: str,
+    loaded: Callable[..., Any],
+    caller: Callable[..., Coroutine[Any, Any, Any]],
+    *args: Any,
+) -> Any:
+    """Call a v3 plugin's ``hook`` as it is now: the method found at load time as loaded (a
+    plain ``def`` in a thread), or whatever replaced it since (a mock, a coroutine function)."""
+    method = getattr(obj, hook)
+    if method == loaded:
+        return await caller(*args)
+    result = method(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 class _StoqPluggy(pluggy.PluginManager):
@@ -281,6 +315,7 @@ class PluginManager:
             is_async={hook: is_async for hook, (_, is_async) in hooks.items()},
             required_workers=frozenset(required),
             timeout=_timeout_option(name, config),
+            late=isinstance(obj, BasePlugin),
         )
         self.loaded[name] = loaded
         return loaded

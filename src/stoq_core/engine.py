@@ -1047,11 +1047,13 @@ class _Scan:
             raise StoqPluginException(
                 f"plugin {name!r} is not a worker: it does not implement 'scan'"
             )
-        if not worker.required_workers:
-            stoq._simple_workers[name] = worker
+        requires = worker.requirements() if worker.late else worker.required_workers
+        if not requires:
+            if not worker.late:  # a v3 plugin's required_workers may change: ask it each time
+                stoq._simple_workers[name] = worker
             return [worker]
         ran = payload.results.plugins_run["workers"]
-        missing = [r for r in sorted(worker.required_workers) if r not in ran]
+        missing = [r for r in sorted(requires) if r not in ran]
         if not missing:
             return [worker]
         runnable: list[LoadedPlugin] = []

@@ -29,27 +29,83 @@ class Wheeled:
 """
 
 
-def build_wheel(directory: Path, version: str) -> Path:
-    """A minimal wheel of ``stoq-plugin-wheeltest`` declaring the ``wheeltest`` plugin."""
-    info = f"stoq_plugin_wheeltest-{version}.dist-info"
+def write_wheel(
+    directory: Path, dist: str, version: str, files: dict[str, str], entry_points: str = ""
+) -> Path:
+    """A minimal pure-Python wheel of ``dist`` holding ``files``, as a build backend makes it."""
+    stem = dist.replace("-", "_")
+    info = f"{stem}-{version}.dist-info"
     files = {
-        "wheeltest_plugin.py": WHEEL_MODULE,
-        f"{info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: stoq-plugin-wheeltest\nVersion: {version}\n"
-            "Summary: a plugin from a wheel\n"
-        ),
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
         f"{info}/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
-        f"{info}/entry_points.txt": "[stoq.plugins]\nwheeltest = wheeltest_plugin:Wheeled\n",
     }
+    if entry_points:
+        files[f"{info}/entry_points.txt"] = entry_points
     files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
     directory.mkdir(parents=True, exist_ok=True)
-    wheel = directory / f"stoq_plugin_wheeltest-{version}-py3-none-any.whl"
+    wheel = directory / f"{stem}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         for name, text in files.items():
             archive.writestr(name, text)
     return wheel
+
+
+def build_wheel(directory: Path, version: str) -> Path:
+    """A minimal wheel of ``stoq-plugin-wheeltest`` declaring the ``wheeltest`` plugin."""
+    return write_wheel(
+        directory,
+        "stoq-plugin-wheeltest",
+        version,
+        {"wheeltest_plugin.py": WHEEL_MODULE},
+        "[stoq.plugins]\nwheeltest = wheeltest_plugin:Wheeled\n",
+    )
+
+
+def write_v3_source(
+    parent: Path,
+    outer: str,
+    inner: str,
+    requirements: str | None = None,
+    imports: str = "",
+    result: str = "{}",
+    version: str = "3.0.0",
+) -> Path:
+    """A v3 plugin source folder as stoq-plugins-public lays one out, ``parent/outer``.
+
+    ``outer`` holds setup.py, README.md, tests/ and (unless ``None``) requirements.txt; the
+    inner folder ``inner`` holds the .stoq file and the module, which ``import``s ``imports``
+    and returns ``result`` (a Python expression) as its worker result.
+    """
+    source = parent / outer
+    (source / inner).mkdir(parents=True)
+    (source / "tests").mkdir()
+    (source / "tests" / "__init__.py").write_text("")
+    (source / "README.md").write_text(f"# {inner}\n")
+    # Run, this would install a top-level package named `inner`: v3's way to copy it.
+    (source / "setup.py").write_text(
+        "from setuptools import setup, find_packages\n\n"
+        f"setup(name={outer!r}, version={version!r}, packages=find_packages(exclude=['tests']),"
+        " include_package_data=True)\n"
+    )
+    if requirements is not None:
+        (source / "requirements.txt").write_text(requirements)
+    (source / inner / "__init__.py").write_text("")
+    (source / inner / f"{inner}.stoq").write_text(
+        f"[Core]\nName = {inner}\nModule = {inner}\n\n"
+        f"[Documentation]\nAuthor = tests\nVersion = {version}\nDescription = a v3 worker\n"
+    )
+    (source / inner / f"{inner}.py").write_text(
+        (f"import {imports}\n" if imports else "")
+        + "from stoq.data_classes import WorkerResponse\n"
+        "from stoq.plugins import WorkerPlugin\n\n\n"
+        "class Worker(WorkerPlugin):\n"
+        "    async def scan(self, payload, request):\n"
+        f"        return WorkerResponse({result})\n"
+    )
+    return source
 
 
 class Venv:
@@ -59,6 +115,7 @@ class Venv:
         subprocess.run(
             [sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120
         )
+        self.root = root
         self.python = root / "bin" / "python"
         self.site = Path(
             subprocess.run(
@@ -68,6 +125,7 @@ class Venv:
         )  # fmt: skip
         # This interpreter's path (stoq_core, click, rich, pip...) after the venv's own site.
         self.env = {**stoq.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.env.pop("PIP_DRY_RUN", None)  # here pip installs for real
         self.cwd = stoq.cwd
 
     def stoq(self, *args: str) -> Done:
@@ -76,6 +134,13 @@ class Venv:
             stdin=subprocess.DEVNULL, capture_output=True, env=self.env, cwd=self.cwd, timeout=300,
         )  # fmt: skip
         return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+@pytest.fixture
+def stoq(stoq: StoqRunner) -> StoqRunner:
+    """The installed ``stoq``, whose pip only pretends: nothing reaches this environment."""
+    stoq.env["PIP_DRY_RUN"] = "1"
+    return stoq
 
 
 @pytest.fixture
@@ -121,6 +186,153 @@ def test_upgrade_replaces_a_v3_directory(stoq: StoqRunner, tmp_path: Path) -> No
     assert done.code == 0, done.err
     assert "installed plugin echo3 3.1 in" in done.out
     assert not (stoq.home / "plugins" / "echo3" / "stale.txt").exists()
+
+
+# -- v3 plugin source folders (setup.py, requirements.txt, inner folder) ----------------------
+
+
+def test_a_v3_source_folder_gets_its_requirements_from_the_registry_and_scans(
+    venv: Venv, tmp_path: Path, sample: Path
+) -> None:
+    # termcolor: tiny, pure Python, without dependencies, and not in the test environment.
+    assert not (venv.site / "termcolor").exists()
+    venv.env.pop("PIP_NO_INDEX")
+    source = write_v3_source(
+        tmp_path / "src", "stoq-colors", "colors", "termcolor>=2\n",
+        imports="termcolor", result="{'red': termcolor.COLORS['red']}",
+    )  # fmt: skip
+    home = Path(venv.env["STOQ_HOME"])
+
+    done = venv.stoq("install", str(source))
+
+    assert done.code == 0, done.err
+    assert done.out.splitlines() == [
+        f"installed requirements from {source / 'requirements.txt'} with pip into {venv.root}",
+        f"installed plugin colors 3.0.0 in {home / 'plugins' / 'colors'}",
+    ]
+    assert (venv.site / "termcolor").is_dir()
+    # The outer folder is not a distribution: nothing of it is pip-installed or copied.
+    assert not [p.name for p in venv.site.iterdir() if p.name.startswith(("stoq_colors", "colors"))]
+    assert sorted(p.name for p in (home / "plugins").iterdir()) == ["colors"]
+    assert sorted(p.name for p in (home / "plugins" / "colors").iterdir()) == [
+        "__init__.py", "colors.py", "colors.stoq",
+    ]  # fmt: skip
+    scanned = venv.stoq("scan", str(sample), "-s", "colors")
+    assert scanned.code == 0, scanned.err
+    assert scanned.json()["results"][0]["workers"]["colors"] == {"red": 31}
+
+
+def test_the_inner_folder_installs_with_the_requirements_of_its_source_folder(
+    venv: Venv, tmp_path: Path, sample: Path
+) -> None:
+    source = write_v3_source(
+        tmp_path / "src", "yara", "yarascan", "# a local wheel, by a path relative to here\n"
+        "./wheels/stoq_test_helper-1.0-py3-none-any.whl\n",
+        imports="stoq_test_helper", result="{'helper': stoq_test_helper.ANSWER}",
+    )  # fmt: skip
+    write_wheel(
+        source / "wheels", "stoq-test-helper", "1.0", {"stoq_test_helper.py": "ANSWER = 42\n"}
+    )
+    home = Path(venv.env["STOQ_HOME"])
+
+    done = venv.stoq("install", str(source / "yarascan"))
+
+    assert done.code == 0, done.err
+    assert done.out.splitlines() == [
+        f"installed requirements from {source / 'requirements.txt'} with pip into {venv.root}",
+        f"installed plugin yarascan 3.0.0 in {home / 'plugins' / 'yarascan'}",
+    ]
+    assert (venv.site / "stoq_test_helper.py").is_file()
+    scanned = venv.stoq("scan", str(sample), "-s", "yarascan")
+    assert scanned.json()["results"][0]["workers"]["yarascan"] == {"helper": 42}
+
+
+def test_a_v3_source_folder_without_requirements_copies_only_its_plugin_folder(
+    stoq: StoqRunner, tmp_path: Path, sample: Path
+) -> None:
+    source = write_v3_source(tmp_path / "src", "hash3", "hash3", result="{'v3': True}")
+
+    done = stoq("install", str(source))
+
+    assert done.code == 0, done.err
+    target = stoq.home / "plugins" / "hash3"
+    assert done.out == f"installed plugin hash3 3.0.0 in {target}\n"
+    assert sorted(p.name for p in target.iterdir()) == ["__init__.py", "hash3.py", "hash3.stoq"]
+    scanned = stoq("scan", str(sample), "-s", "hash3")
+    assert scanned.json()["results"][0]["workers"]["hash3"] == {"v3": True}
+
+
+def test_installing_a_v3_source_folder_again_needs_upgrade(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    source = write_v3_source(tmp_path / "src", "hash3", "hash3", requirements="")
+    assert stoq("install", str(source)).code == 0
+
+    again = stoq("install", str(source))
+    inner = stoq("install", str(source / "hash3"))
+
+    target = stoq.home / "plugins" / "hash3"
+    for done in (again, inner):
+        assert (done.code, done.out) == (2, "")
+        assert done.err == f"stoq: error: {target} already exists; add --upgrade to replace it\n"
+
+
+def test_upgrade_replaces_the_copy_of_a_v3_source_folder(
+    stoq: StoqRunner, tmp_path: Path, sample: Path
+) -> None:
+    old = write_v3_source(tmp_path / "old", "hash3", "hash3", result="{'version': 1}")
+    assert stoq("install", str(old)).code == 0
+    (stoq.home / "plugins" / "hash3" / "stale.txt").write_text("from the old copy")
+    new = write_v3_source(
+        tmp_path / "new", "hash3", "hash3", version="3.1.0", result="{'version': 2}"
+    )
+
+    done = stoq("install", "--upgrade", str(new))
+
+    assert done.code == 0, done.err
+    assert done.out == f"installed plugin hash3 3.1.0 in {stoq.home / 'plugins' / 'hash3'}\n"
+    assert sorted(p.name for p in (stoq.home / "plugins").iterdir()) == ["hash3"]
+    assert not (stoq.home / "plugins" / "hash3" / "stale.txt").exists()
+    scanned = stoq("scan", str(sample), "-s", "hash3")
+    assert scanned.json()["results"][0]["workers"]["hash3"] == {"version": 2}
+
+
+def test_a_requirement_pip_cannot_install_exits_1_and_copies_nothing(
+    venv: Venv, tmp_path: Path
+) -> None:
+    source = write_v3_source(
+        tmp_path / "src", "broken", "broken", "stoq-test-requirement-found-nowhere\n"
+    )
+
+    done = venv.stoq("install", str(source))
+
+    assert (done.code, done.out) == (1, "")
+    requirements = source / "requirements.txt"
+    assert done.err.splitlines()[-1] == (
+        f"stoq: error: pip install -r {requirements} failed (exit 1); its output is above; "
+        "no plugin was copied"
+    )
+    assert not (Path(venv.env["STOQ_HOME"]) / "plugins" / "broken").exists()
+
+
+def test_copied_plugin_files_are_writable_by_their_owner_only(
+    stoq: StoqRunner, tmp_path: Path, sample: Path
+) -> None:
+    source = write_v3_source(tmp_path / "src", "hash3", "hash3", result="{'v3': True}")
+    for path in [source, *source.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)  # as unpacked under umask 0
+    stoq.env.pop("STOQ_ALLOW_UNSAFE_PLUGIN_DIRS", None)
+
+    done = stoq("install", str(source))
+
+    assert done.code == 0, done.err
+    plugins = stoq.home / "plugins"
+    for path in [plugins, *plugins.rglob("*")]:
+        assert path.stat().st_mode & 0o022 == 0, path
+    # Readable and runnable as before: only the write bits of group and others went.
+    assert (plugins / "hash3" / "hash3.py").stat().st_mode & 0o777 == 0o644
+    scanned = stoq("scan", str(sample), "-s", "hash3")
+    assert scanned.json()["results"][0]["workers"]["hash3"] == {"v3": True}
 
 
 def test_a_missing_path_is_an_input_error(stoq: StoqRunner, tmp_path: Path) -> None:
