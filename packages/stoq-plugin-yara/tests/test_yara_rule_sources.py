@@ -153,7 +153,6 @@ def test_a_non_number_strings_limit_is_an_error(make_stoq: Callable[..., Stoq]) 
 
 
 def test_a_non_number_timeout_is_an_error(make_stoq: Callable[..., Stoq]) -> None:
-    with pytest.raises(
-        StoqPluginException, match="timeout must be a number of seconds, not 'long'"
-    ):
+    # stoQ's core reads the same option first, so the message may be the core's or ours.
+    with pytest.raises(StoqPluginException, match=r"timeout must be a number of seconds.*'long'"):
         make_stoq({"timeout": "long"}, always_dispatch=["yara"])

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 import os
 import weakref
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any, Optional, Union
 
@@ -30,7 +32,13 @@ from stoq_core import (
 )
 from stoq_core.plugins import DispatcherPlugin, WorkerPlugin
 
-__all__ = ["DEFAULT_DISPATCH_RULES", "DEFAULT_WORKER_RULES", "YaraPlugin", "load_rules"]
+__all__ = [
+    "DEFAULT_DISPATCH_RULES",
+    "DEFAULT_WORKER_RULES",
+    "YaraPlugin",
+    "load_rules",
+    "matched_strings",
+]
 
 #: The rule files shipped in this distribution, used when the options are not set.
 DEFAULT_WORKER_RULES = str(resources.files("stoq_plugin_yara").joinpath("rules", "worker.yar"))
@@ -157,13 +165,25 @@ class YaraPlugin(WorkerPlugin, DispatcherPlugin):
         return f"YARA matching failed: {exc}"
 
     def _worker_match(self, match: Any) -> dict[str, Any]:
-        strings: list[list[Any]] = []
-        for string_match in match.strings:
-            for instance in string_match.instances:
-                if len(strings) >= self.strings_limit:
-                    break
-                strings.append([instance.offset, string_match.identifier, instance.matched_data])
+        strings = list(itertools.islice(matched_strings(match), self.strings_limit))
         return {**_match_summary(match), "strings": strings}
+
+
+def matched_strings(match: Any) -> Iterator[list[Any]]:
+    """Every string a ``yara.Match`` holds, as ``[offset, identifier, matched bytes]``.
+
+    yara-python 4.3 made ``match.strings`` a list of ``StringMatch`` objects, each with its
+    ``instances``; 4.2 and earlier gave ``(offset, identifier, data)`` tuples. Both give yara's
+    order (by string, then by offset), so the output is the same under either. Reading both lets
+    this plugin share an environment with v3's yara plugin, which reads only the tuples.
+    """
+    for string in match.strings:
+        if isinstance(string, tuple):
+            offset, identifier, data = string
+            yield [offset, identifier, data]
+        else:
+            for instance in string.instances:
+                yield [instance.offset, string.identifier, instance.matched_data]
 
 
 def _match_summary(match: Any) -> dict[str, Any]:

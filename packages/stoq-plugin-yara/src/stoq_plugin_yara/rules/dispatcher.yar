@@ -75,8 +75,8 @@ rule email_message : email
         $header = /\n(Subject|To|Date|Message-ID|MIME-Version|Received):/ nocase
     condition:
         // A message header first, and another in the first 8 KiB: text that only starts with
-        // "From:" is not enough.
-        (any of ($mbox, $received, $return_path, $delivered_to, $from, $message_id,
-                 $mime_version) at 0)
+        // "From:" is not enough. Spelled out, as "any of (...) at 0" needs YARA 4.3.
+        ($mbox at 0 or $received at 0 or $return_path at 0 or $delivered_to at 0
+         or $from at 0 or $message_id at 0 or $mime_version at 0)
         and $header in (0..8192)
 }
