@@ -47,7 +47,7 @@ from typing import Any, Optional
 import attrs
 
 from stoq_core import _budget
-from stoq_core._legacy import LegacyPlugin
+from stoq_core._legacy import LegacyPlugin, module_name
 from stoq_core.config import StoqConfigParser
 from stoq_core.data_classes import (
     ArchiverResponse,
@@ -198,7 +198,7 @@ def recipe(
     :raises StoqPluginException: a new process could not find ``target`` by its name.
     """
     sections = {section: dict(config.items(section, raw=True)) for section in config.sections()}
-    legacy_module = sys.modules.get(f"stoq_legacy_plugins.{name}")
+    legacy_module = sys.modules.get(module_name(legacy)) if legacy is not None else None
     if legacy is not None and legacy_module is not None:
         if any(value is target for value in vars(legacy_module).values()):
             return Recipe(name, origin, sections, legacy)

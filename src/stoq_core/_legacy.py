@@ -8,24 +8,34 @@ later directory wins a name; a ``min_stoq_version`` newer than ours warns but st
 
 Unlike v3, a plugin that someone other than us or root could have written is refused (issue
 12): see ``stoq_core._trust``, and ``STOQ_ALLOW_UNSAFE_PLUGIN_DIRS`` to load it anyway.
+
+A module is imported from its file under a private name (``module_name``), never from
+``sys.path``: a plugin called after the library it imports (v3's ``lief``) gets the library, and
+a plugin folder's ``tarfile.py`` never replaces the standard library's (issue 13).
 """
 
 from __future__ import annotations
 
+import builtins
 import configparser
+import hashlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import inspect
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 
+from stoq_core._legacy_yara import yara_for_v3
 from stoq_core._trust import ALLOW_UNSAFE_VARIABLE, REMEDY, Trust, unsafe_allowed
 from stoq_core.config import section_values
 from stoq_core.exceptions import StoqPluginException
@@ -33,7 +43,7 @@ from stoq_core.hookspecs import HOOK_NAMES
 from stoq_core.plugins import ROLE_HOOKS as _ROLE_HOOKS
 from stoq_core.plugins import BasePlugin
 
-__all__ = ["LegacyPlugin", "discover", "is_newer_version", "load_class"]
+__all__ = ["LegacyPlugin", "discover", "is_newer_version", "load_class", "module_name"]
 
 log = logging.getLogger("stoq.plugins")
 
@@ -317,19 +327,26 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def _import(plugin: LegacyPlugin) -> ModuleType:
-    module_name = f"stoq_legacy_plugins.{plugin.name}"
-    spec = importlib.util.spec_from_file_location(module_name, plugin.module_file)
+    """Import the plugin's module from its file, afresh, under its private name.
+
+    v3 did not register the module under its bare name (so ``import lief`` in ``lief.py`` found
+    the library), and neither do we; the folder is never put on ``sys.path`` either, where its
+    ``tarfile.py`` would have replaced the standard library's for the whole process (issue 13).
+    """
+    name = module_name(plugin)
+    package = _folder_package(plugin.module_file.parent)
+    spec = importlib.util.spec_from_file_location(
+        name, plugin.module_file, loader=_loader(name, str(plugin.module_file))
+    )
     if spec is None or spec.loader is None:
         raise StoqPluginException(f"plugin {plugin.name!r}: cannot import {plugin.module_file}")
     module = importlib.util.module_from_spec(spec)
-    # The module's own directory first, so a plugin can import its helper modules.
-    directory = str(plugin.module_file.parent)
-    sys.path.insert(0, directory)
-    sys.modules[module_name] = module
+    _PLUGIN_MODULES.add(name)
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
-        sys.modules.pop(module_name, None)
+        sys.modules.pop(name, None)
         reason = f"{type(exc).__name__}: {_one_line(str(exc))}"
         requirements = plugin.module_file.parent / "requirements.txt"
         if isinstance(exc, ImportError) and requirements.is_file():
@@ -337,10 +354,171 @@ def _import(plugin: LegacyPlugin) -> ModuleType:
         raise StoqPluginException(
             f"plugin {plugin.name!r}: {plugin.module_file} failed to import: {reason}"
         ) from exc
-    finally:
-        if directory in sys.path:
-            sys.path.remove(directory)
+    setattr(package, name.rpartition(".")[2], module)
     return module
+
+
+# -- private names ---------------------------------------------------------------------------
+#
+# Each plugin folder is a package of its own under _NAMESPACE, named after the folder's path, so
+# no plugin module or helper ever takes an installed module's name, and two folders' ``util.py``
+# stay two modules. A helper beside the plugin module is found both ways a plugin may ask:
+# ``from . import util`` through the package's ``__path__``, and v3's ``import util`` through
+# the ``__import__`` of the folder's modules, which offers a sibling only once nothing installed
+# has that name.
+
+#: The namespace of every plugin folder's package; no installed module has this name.
+_NAMESPACE = "stoq_legacy_plugins"
+
+#: The private names of the modules loaded as plugin modules (never handed out as helpers).
+_PLUGIN_MODULES: set[str] = set()
+
+
+def module_name(plugin: LegacyPlugin) -> str:
+    """The private name ``plugin``'s module is imported under, its key in ``sys.modules``.
+
+    Unique to the module's file: ``stoq_legacy_plugins.<folder>_<hash of its path>.<module>``.
+    """
+    folder = plugin.module_file.parent
+    # A dot in [Core] Module would read as a package; the name stays this file's own.
+    stem = plugin.module_file.name.rsplit(".", 1)[0].replace(".", "_")
+    return f"{_package_name(folder)}.{stem}"
+
+
+def _package_name(folder: Path) -> str:
+    real = os.path.realpath(folder)
+    digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:12]
+    label = re.sub(r"\W", "_", os.path.basename(real)) or "root"
+    return f"{_NAMESPACE}.{label}_{digest}"
+
+
+def _folder_package(folder: Path) -> ModuleType:
+    """The package standing for ``folder`` (made on first use), and the namespace above it."""
+    if _FolderFinder not in sys.meta_path:
+        # First, but it answers only for names under _NAMESPACE: nothing installed is hidden.
+        sys.meta_path.insert(0, _FolderFinder)
+    namespace = sys.modules.get(_NAMESPACE)
+    if namespace is None:
+        spec = importlib.machinery.ModuleSpec(_NAMESPACE, None, is_package=True)
+        spec.submodule_search_locations = []  # only the folder packages, made here
+        namespace = sys.modules[_NAMESPACE] = importlib.util.module_from_spec(spec)
+    name = _package_name(folder)
+    package = sys.modules.get(name)
+    if package is None:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [os.path.realpath(folder)]
+        package = sys.modules[name] = importlib.util.module_from_spec(spec)
+        setattr(namespace, name.rpartition(".")[2], package)
+    return package
+
+
+class _FolderFinder:
+    """Finds the modules of a plugin folder's package, so they import as the plugin module does."""
+
+    @staticmethod
+    def find_spec(
+        fullname: str, path: Optional[Sequence[str]] = None, target: Optional[ModuleType] = None
+    ) -> Optional[ModuleSpec]:
+        """The spec of ``fullname`` under a folder package's ``path``; ``None`` for any other."""
+        if path is None or not fullname.startswith(_NAMESPACE + "."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        loader = spec.loader if spec is not None else None
+        if spec is None or spec.origin is None or not isinstance(loader, _PYTHON_LOADERS):
+            return spec  # none, a namespace package or an extension module: no code of ours
+        return importlib.util.spec_from_file_location(
+            fullname,
+            spec.origin,
+            loader=_loader(fullname, spec.origin),
+            submodule_search_locations=spec.submodule_search_locations,
+        )
+
+
+def _give_folder_import(module: ModuleType) -> None:
+    module.__dict__["__builtins__"] = _folder_builtins()
+
+
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    def exec_module(self, module: ModuleType) -> None:
+        _give_folder_import(module)
+        super().exec_module(module)
+
+
+class _SourcelessLoader(importlib.machinery.SourcelessFileLoader):
+    def exec_module(self, module: ModuleType) -> None:
+        _give_folder_import(module)
+        super().exec_module(module)
+
+
+_PYTHON_LOADERS = (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader)
+
+
+def _loader(name: str, path: str) -> importlib.abc.Loader:
+    if path.endswith(tuple(importlib.machinery.BYTECODE_SUFFIXES)):
+        return _SourcelessLoader(name, path)
+    return _SourceLoader(name, path)
+
+
+_builtins: Optional[dict[str, Any]] = None
+
+
+def _folder_builtins() -> dict[str, Any]:
+    """The builtins of a plugin folder's modules: the usual ones with ``_folder_import``.
+
+    A copy made once: builtins added later (rare: ``gettext.install``) are not seen there.
+    """
+    global _builtins
+    if _builtins is None:
+        _builtins = {**vars(builtins), "__import__": _folder_import}
+    return _builtins
+
+
+def _folder_import(
+    name: str,
+    globals: Optional[Mapping[str, Any]] = None,
+    locals: Optional[Mapping[str, Any]] = None,
+    fromlist: Optional[Sequence[str]] = (),
+    level: int = 0,
+) -> ModuleType:
+    """``__import__`` for a plugin folder's modules: installed modules first, then a sibling.
+
+    ``import util`` in a plugin module finds the ``util.py`` beside it (as a private module)
+    only when no installed or standard module is called ``util``, and never finds a plugin
+    module: ``import lief`` in ``lief.py`` without the library installed stays an ImportError.
+    """
+    try:
+        found = builtins.__import__(name, globals, locals, fromlist, level)
+        if name == "yara" and level == 0:
+            # v3 plugins read yara-python 4.2's match tuples, which 4.3 changed (issue 13).
+            return yara_for_v3(found)
+        return found
+    except ModuleNotFoundError as exc:
+        private = _sibling(name, globals, level, exc)
+        if private is None:
+            raise
+    module = builtins.__import__(private, globals, locals, fromlist, 0)
+    if fromlist:
+        return module
+    # ``import util.sub`` binds ``util``: the folder's, not the namespace above it.
+    return sys.modules[private[: len(private) - len(name)] + name.partition(".")[0]]
+
+
+def _sibling(
+    name: str, globals: Optional[Mapping[str, Any]], level: int, missing: ModuleNotFoundError
+) -> Optional[str]:
+    """The private name of the sibling module an absolute import ``name`` may mean, or None."""
+    top = name.partition(".")[0]
+    importer = str((globals or {}).get("__name__", ""))
+    parts = importer.split(".")
+    if level != 0 or missing.name != top or len(parts) < 3 or parts[0] != _NAMESPACE:
+        return None
+    package = sys.modules.get(f"{parts[0]}.{parts[1]}")
+    private = f"{parts[0]}.{parts[1]}.{top}"
+    if package is None or private in _PLUGIN_MODULES:
+        return None
+    if importlib.machinery.PathFinder.find_spec(private, list(package.__path__)) is None:
+        return None
+    return f"{parts[0]}.{parts[1]}.{name}"
 
 
 def _plugin_class(plugin: LegacyPlugin, module: ModuleType) -> type[BasePlugin]:

@@ -68,6 +68,7 @@ class Trust:
             # Python runs __pycache__'s bytecode instead of the source when it looks current.
             cached = Path(importlib.util.cache_from_source(str(module_file)))
             paths += [path for path in (cached.parent, cached) if os.path.lexists(path)]
+        paths += _code_beside(module_file.parent)
         for path in paths:
             problem = self._path(os.path.realpath(path), strict=True)
             if problem is not None:
@@ -101,6 +102,21 @@ class Trust:
             )
             return f"{path} is writable by {who} (mode {stat.S_IMODE(info.st_mode):04o})"
         return None
+
+
+_MAX_CODE_FILES = 2000  # a plugin folder is small; a huge one is not walked past this
+
+
+def _code_beside(folder: Path) -> list[Path]:
+    """The folders and Python files under a plugin module's folder: its helper modules, which
+    it may import (``import util``), and their cached bytecode."""
+    found: list[Path] = []
+    for root, _dirs, files in os.walk(folder):
+        found.append(Path(root))
+        found += [Path(root, name) for name in files if name.endswith((".py", ".pyc"))]
+        if len(found) > _MAX_CODE_FILES:
+            break
+    return found
 
 
 def _user(uid: int) -> str:

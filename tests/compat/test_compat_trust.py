@@ -389,3 +389,16 @@ def test_stoq_list_shows_a_refused_plugin_with_the_reason(
     [entry] = [p for p in json.loads(done.stdout) if p["name"] == "marking"]
     assert f"{home / 'plugins'} is writable by its group" in entry["error"]
     assert not marker.exists()
+
+
+def test_a_helper_module_others_can_write_is_refused(
+    plugins: Path, marker: Path, make_stoq: Callable[..., Stoq]
+) -> None:
+    # A plugin module may import the helpers beside it (``import util``): one that others can
+    # write is code they choose, as much as the module itself.
+    helper = plugins / "marking" / "util.py"
+    helper.write_text("VALUE = 1\n")
+    helper.chmod(0o666)
+
+    assert f"{helper} is writable by its group and others" in _refusal(make_stoq, plugins)
+    assert not marker.exists()

@@ -14,20 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yara  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
 from stoq_core import Stoq
 from stoq_core.testing import scan_sync
-
-YARA_VERSION = tuple(int(part) for part in yara.__version__.split(".")[:2])
-
-# yara-python 4.3 gives StringMatch objects, which a v3 plugin cannot read. Strict, so that the
-# day stoQ's loader hands v3 plugins the tuples under 4.3 too, this marker must go.
-needs_tuples = pytest.mark.xfail(
-    YARA_VERSION >= (4, 3),
-    reason="a v3 yara plugin reads yara-python 4.2's (offset, identifier, data) tuples",
-    strict=True,
-)
 
 V3_STOQ_FILE = """
 [Core]
@@ -104,7 +93,6 @@ def strings_in_json(stoq: Stoq, content: bytes) -> Any:
     return response["results"][0]["workers"]["yara"]["matches"][0]["strings"]
 
 
-@needs_tuples
 def test_a_v3_yara_worker_reports_its_strings(
     make_stoq: Callable[..., Stoq], v3_plugins: Path, rules: dict[str, str]
 ) -> None:
@@ -115,7 +103,6 @@ def test_a_v3_yara_worker_reports_its_strings(
     assert strings == [[0, "$hello", "hello"], [13, "$hello", "hello"], [6, "$world", "world"]]
 
 
-@needs_tuples
 def test_a_v3_yara_worker_and_this_plugin_report_the_same_strings(
     make_stoq: Callable[..., Stoq], v3_plugins: Path, rules: dict[str, str]
 ) -> None:
@@ -127,7 +114,6 @@ def test_a_v3_yara_worker_and_this_plugin_report_the_same_strings(
     assert strings_in_json(old, content) == strings_in_json(new, content)
 
 
-@needs_tuples
 @pytest.mark.usefixtures("test_workers")
 def test_a_v3_yara_dispatcher_that_unpacks_the_strings_dispatches(
     make_stoq: Callable[..., Stoq], v3_plugins: Path, rules: dict[str, str]

@@ -1,0 +1,3 @@
+"""Named like the standard library's tarfile: it must never replace it."""
+
+FROM_THE_PLUGIN_FOLDER = True
