@@ -110,10 +110,12 @@ def take_over() -> None:
     else:
         original.flush()
         _STREAMS.results_fd = os.dup(1)  # not inheritable: plugins' children never get it
+        # Results are JSON, which is UTF-8 (RFC 8259) whatever the locale says: non-ASCII
+        # text is written as itself, as v3 did.
         results = _text_stream(
             _STREAMS.results_fd,
-            original.encoding,
-            original.errors,
+            "utf-8",
+            "strict",
             line_buffering=bool(original.line_buffering),
             closefd=True,
         )

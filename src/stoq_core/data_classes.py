@@ -11,7 +11,7 @@ import hashlib
 import os
 import time as _time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import attrs
 
@@ -68,6 +68,19 @@ def _list(value: Union[str, Iterable[Any], None]) -> Any:
     return list(value)
 
 
+class _JsonText:
+    """``str()`` gives the object's JSON, fields in v3's order, as v3's data classes did."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields by name, in v3's order; ``dumps`` writes nested objects the same way."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return dumps(self.to_dict())
+
+
 def _bytes(content: Union[bytes, bytearray, memoryview, str]) -> Any:
     # A str is encoded so that ``size`` counts bytes, not characters (a v3 bug).
     if isinstance(content, str):
@@ -76,7 +89,7 @@ def _bytes(content: Union[bytes, bytearray, memoryview, str]) -> Any:
 
 
 @attrs.define(eq=False, init=False)
-class PayloadMeta:
+class PayloadMeta(_JsonText):
     """What the submitter or the extracting worker says about a payload.
 
     :param should_archive: destination archivers may save this payload.
@@ -113,7 +126,7 @@ class PayloadMeta:
 
 
 @attrs.define(eq=False, init=False)
-class RequestMeta:
+class RequestMeta(_JsonText):
     """Metadata of one request (one submission and everything extracted from it)."""
 
     archive_payloads: bool
@@ -143,7 +156,7 @@ class RequestMeta:
 
 
 @attrs.define(eq=False)
-class Error:
+class Error(_JsonText):
     """One failure, kept in the response instead of stopping the scan."""
 
     error: str = attrs.field(converter=str)
@@ -155,7 +168,7 @@ class Error:
 
 
 @attrs.define(eq=False, init=False)
-class PayloadResults:
+class PayloadResults(_JsonText):
     """Everything learnt about one payload; this is what the JSON's ``results`` list holds.
 
     The field order is the JSON's order, which is v3's.
@@ -215,7 +228,7 @@ class PayloadResults:
 
 
 @attrs.define(eq=False, init=False)
-class Payload:
+class Payload(_JsonText):
     """A payload under scan: its bytes, the dispatchers' metadata and its results.
 
     :param content: the bytes (a ``str`` is UTF-8 encoded; any buffer such as an ``mmap`` is kept as is).
@@ -280,13 +293,28 @@ class Payload:
         """The digests already computed, by hashlib name (a live view: add to it to share one)."""
         return self._digests
 
+    def to_dict(self) -> dict[str, Any]:
+        """``content`` (written as text), ``dispatch_meta`` and ``results``, as v3 printed them."""
+        return {
+            "content": self.content,
+            "dispatch_meta": self.dispatch_meta,
+            "results": self.results.to_dict(),
+        }
+
+
+class _Stamp(float):
+    """A response's time not yet formatted: formatting costs more than the rest of a small
+    scan's response, and most times are never read. A float given by a caller is not one."""
+
+    __slots__ = ()
+
 
 def _counted(what: str, items: list[Any]) -> str:
     return f"{len(items)} {what}" if len(items) != 1 else f"1 {what[:-1]}"
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class Request:
+class Request(_JsonText):
     """All payloads of one scan, the request's metadata and the errors gathered so far."""
 
     payloads: list[Payload]
@@ -305,6 +333,14 @@ class Request:
         self.request_meta = RequestMeta() if request_meta is None else request_meta
         self.errors = [] if errors is None else _list(errors)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``payloads`` (content included), ``request_meta`` and ``errors``."""
+        return {
+            "payloads": [payload.to_dict() for payload in self.payloads],
+            "request_meta": self.request_meta.to_dict(),
+            "errors": [_error_dict(error) for error in self.errors],
+        }
+
     def __repr__(self) -> str:
         # A count, not every payload: a request may hold thousands, and asyncio formats the
         # repr of a task's result on its own (``asyncio.run`` does, on the way out).
@@ -315,7 +351,7 @@ class Request:
 
 
 @attrs.define(eq=False, init=False)
-class ExtractedPayload:
+class ExtractedPayload(_JsonText):
     """A payload a worker carved out of the one it scanned."""
 
     content: Any = attrs.field(repr=False)
@@ -328,9 +364,12 @@ class ExtractedPayload:
         self.content = _bytes(content)
         self.payload_meta = PayloadMeta() if payload_meta is None else payload_meta
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"content": self.content, "payload_meta": self.payload_meta.to_dict()}
+
 
 @attrs.define(eq=False, init=False)
-class WorkerResponse:
+class WorkerResponse(_JsonText):
     """What ``scan`` returns: results for the JSON, extracted payloads, errors, more workers."""
 
     results: Optional[Any]
@@ -350,38 +389,58 @@ class WorkerResponse:
         self.errors = [] if errors is None else _list(errors)
         self.dispatch_to = [] if dispatch_to is None else _list(dispatch_to)
 
+    def to_dict(self) -> dict[str, Any]:
+        # ``extracted`` as given: an iterator is the engine's to read (under its limits),
+        # so ``str()`` must not consume it; ``dumps`` writes it as its repr.
+        return {
+            "results": self.results,
+            "extracted": self.extracted,
+            "errors": self.errors,
+            "dispatch_to": self.dispatch_to,
+        }
+
 
 @attrs.define(eq=False)
-class DispatcherResponse:
+class DispatcherResponse(_JsonText):
     """What ``get_dispatches`` returns: the workers to run and metadata kept per payload."""
 
     plugin_names: list[str] = attrs.field(default=None, converter=_list)
     meta: dict[str, Any] = attrs.field(default=None, converter=_dict)
     errors: list[Any] = attrs.field(default=None, converter=_list)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"plugin_names": self.plugin_names, "meta": self.meta, "errors": self.errors}
+
 
 @attrs.define(eq=False)
-class ArchiverResponse:
+class ArchiverResponse(_JsonText):
     """What ``archive`` returns (and ``get`` receives): how to find the payload again."""
 
     results: Optional[Any] = None
     errors: list[Any] = attrs.field(default=None, converter=_list)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": self.results, "errors": self.errors}
+
 
 @attrs.define(eq=False)
-class DecoratorResponse:
+class DecoratorResponse(_JsonText):
     """What ``decorate`` returns: results added under the decorator's name."""
 
     results: Optional[Any] = None
     errors: list[Any] = attrs.field(default=None, converter=_list)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": self.results, "errors": self.errors}
+
 
 @attrs.define(eq=False, init=False, repr=False)
-class StoqResponse:
+class StoqResponse(_JsonText):
     """The outcome of one request; ``str()`` gives v3's JSON.
 
     :param request: the scanned request; its payloads' results, metadata and errors are taken.
-    :param time: ISO 8601; defaults to now.
+    :param time: ISO 8601; defaults to now. Any other value is kept and written as given, as
+        v3 did (``StoqResponse(request, [])`` writes ``"time": []``).
     :param decorators: decorator results by decorator name.
     :param scan_id: defaults to a new uuid4.
     """
@@ -389,7 +448,7 @@ class StoqResponse:
     results: list[PayloadResults]
     request_meta: RequestMeta
     errors: list[Error]
-    _time: Union[str, float]  # a timestamp until first read, then its ISO text
+    _time: Any  # as given, or a _Stamp until first read, then its ISO text
     decorators: dict[str, Any]
     _scan_id: Optional[str]
 
@@ -409,16 +468,16 @@ class StoqResponse:
         )
         self.request_meta = request.request_meta
         self.errors = request.errors
-        self._time = _time.time() if time is None else time
+        self._time = _Stamp(_time.time()) if time is None else time
         self.decorators = {} if decorators is None else decorators
         self._scan_id = scan_id
 
     @property
     def time(self) -> str:
         """When the response was made, ISO 8601 in local time (formatted on first read)."""
-        if not isinstance(self._time, str):
+        if type(self._time) is _Stamp:
             self._time = datetime.datetime.fromtimestamp(self._time).isoformat()
-        return self._time
+        return cast(str, self._time)
 
     @time.setter
     def time(self, value: str) -> None:
@@ -445,9 +504,6 @@ class StoqResponse:
             "decorators": self.decorators,
             "scan_id": self.scan_id,
         }
-
-    def __str__(self) -> str:
-        return dumps(self.to_dict())
 
     def __repr__(self) -> str:
         # Counts only, as Request's (str() gives the whole response).

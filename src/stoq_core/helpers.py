@@ -7,6 +7,8 @@ import enum
 import hashlib
 import json
 import math
+import mmap
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,13 +27,14 @@ __all__ = [
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, (bytes, bytearray, memoryview)):
+    if isinstance(obj, (bytes, bytearray, memoryview, mmap.mmap)):
         # Undecodable bytes stay visible as \xNN escapes instead of failing the whole response.
         return bytes(obj).decode("utf-8", errors="backslashreplace")
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
-        return obj.isoformat()
+        # v3 wrote str(value): "2020-01-02 03:04:05", a space where isoformat() has a T.
+        return str(obj)
     if isinstance(obj, enum.Enum):
         return obj.value
     to_dict = getattr(obj, "to_dict", None)
@@ -123,7 +126,7 @@ def _checked_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return list(obj)
     if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
-        return obj.isoformat()
+        return str(obj)
     if isinstance(obj, enum.Enum):
         return obj.value
     raise TypeError(type(obj).__name__)
@@ -180,19 +183,60 @@ def _key(key: Any) -> Any:
 
 
 def dumps(data: Any, indent: int | None = 4, compactly: bool = False) -> str:
-    """Strict JSON text (RFC 8259) of ``data``; bytes become text, sets lists, datetimes ISO
-    strings, and numbers JSON cannot hold strings (see ``jsonable``).
+    """Strict JSON text (RFC 8259) of ``data``, as v3 wrote it: non-ASCII characters as
+    themselves (the text is meant to be written as UTF-8), bytes as text, sets lists,
+    datetimes ``str(value)`` (``"2020-01-02 03:04:05"``), and numbers JSON cannot hold as
+    strings (see ``jsonable``).
+
+    A lone surrogate (a file name Python read with ``surrogateescape``) is written as its
+    ``\\udcXX`` escape, so the text always encodes to UTF-8.
 
     :param indent: spaces per level; ``None`` or ``compactly=True`` gives one line.
     """
     if compactly or not indent:
         indent = None
     try:
-        return json.dumps(data, indent=indent, default=_default, allow_nan=False)
+        text = _encoder(indent).encode(data)
     except (TypeError, ValueError, RecursionError):
         # Non-string keys, a reference cycle, NaN or an integer too long to write: rebuild
         # from plain types rather than crash (or write ``NaN``, which no JSON parser takes).
-        return json.dumps(jsonable(data), indent=indent, default=str, allow_nan=False)
+        text = _fallback_encoder(indent).encode(jsonable(data))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")  # 5 times quicker than searching for surrogates
+        except UnicodeEncodeError:
+            text = _SURROGATE.sub(_escape_surrogate, text)
+    return text
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+# Encoders are built once per indent: json.dumps() builds one per call when given options.
+_ENCODERS: dict[int | None, json.JSONEncoder] = {}
+_FALLBACK_ENCODERS: dict[int | None, json.JSONEncoder] = {}
+
+
+def _encoder(indent: int | None) -> json.JSONEncoder:
+    encoder = _ENCODERS.get(indent)
+    if encoder is None:
+        encoder = _ENCODERS[indent] = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, indent=indent, default=_default
+        )
+    return encoder
+
+
+def _fallback_encoder(indent: int | None) -> json.JSONEncoder:
+    encoder = _FALLBACK_ENCODERS.get(indent)
+    if encoder is None:
+        encoder = _FALLBACK_ENCODERS[indent] = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, indent=indent, default=str
+        )
+    return encoder
 
 
 def get_md5(content: bytes) -> str:
@@ -212,10 +256,25 @@ def get_sha512(content: bytes) -> str:
 
 
 def merge_dicts(left: dict[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``right`` into ``left`` recursively (nested dicts merge, other values replace) and return it."""
+    """Merge ``right`` into ``left`` and return ``left``.
+
+    As v3's ``merge_dicts``: a list in ``left`` is extended with ``right``'s items (and a
+    ``defaultdict(list)`` gains the keys it lacks). Beyond v3, which raised on anything else:
+    nested dicts are merged in turn, a key ``left`` lacks is added (a list as a copy), and any
+    other value is replaced.
+    """
     for key, value in right.items():
-        if isinstance(value, Mapping) and isinstance(left.get(key), dict):
-            merge_dicts(left[key], value)
+        if key in left:
+            current = left[key]
+        elif getattr(left, "default_factory", None) is not None:
+            current = left[key]  # a defaultdict makes its default, as v3 relied on
+        else:
+            left[key] = list(value) if isinstance(value, list) else value
+            continue
+        if isinstance(current, list):
+            current.extend(value)
+        elif isinstance(current, dict) and isinstance(value, Mapping):
+            merge_dicts(current, value)
         else:
             left[key] = value
     return left

@@ -1,9 +1,13 @@
-"""``import stoq`` is stoQ v3's API, and every name in it is the stoq_core object itself."""
+"""``import stoq`` is stoQ v3's API: every name in it but ``Stoq`` is the stoq_core object itself,
+and ``Stoq`` is the core engine with v3's tables of loaded plugins."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,9 +92,10 @@ def _core_object(name: str) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("module", "name"), [(module, name) for module, names in V3_NAMES.items() for name in names]
+    ("module", "name"),
+    [(module, name) for module, names in V3_NAMES.items() for name in names if name != "Stoq"],
 )
-def test_every_v3_name_is_the_stoq_core_object(module: str, name: str) -> None:
+def test_every_v3_name_but_stoq_is_the_stoq_core_object(module: str, name: str) -> None:
     # Identity, not equality: one implementation, so isinstance checks and plugin base-class
     # detection agree whichever import path a plugin used.
     assert getattr(importlib.import_module(module), name) is _core_object(name)
@@ -109,10 +114,42 @@ def test_stoq_version_is_the_core_version() -> None:
     assert stoq.__version__ == stoq_core.__version__
 
 
-def test_stoq_core_module_stoq_class_is_the_engine() -> None:
+def test_v3s_stoq_is_the_engine_adding_only_v3s_plugin_tables() -> None:
+    import stoq
     import stoq.core
 
-    assert stoq.core.Stoq is stoq_core.engine.Stoq
+    assert stoq.Stoq is stoq.core.Stoq
+    assert stoq.Stoq.__mro__[1] is stoq_core.engine.Stoq
+    added = {name for name in vars(stoq.Stoq) if not name.startswith("__")}
+    assert added == {
+        "_loaded_plugins",
+        "_loaded_provider_plugins",
+        "_loaded_source_archiver_plugins",
+        "_loaded_dest_archiver_plugins",
+        "_loaded_dispatcher_plugins",
+        "_loaded_decorator_plugins",
+        "_loaded_connector_plugins",
+    }
+
+
+def test_v3s_plugin_tables_show_each_roles_plugin_objects(
+    plugins_dir: Path, make_stoq: Callable[..., Any]
+) -> None:
+    s = make_stoq(plugin_dir_list=[str(plugins_dir)], dispatchers=["both"], decorators=["stamp"])
+    assert s._loaded_dispatcher_plugins == {"both": s.load_plugin("both")}
+    assert s._loaded_decorator_plugins == {"stamp": s.load_plugin("stamp")}
+    assert s._loaded_provider_plugins == {}
+    assert s._loaded_source_archiver_plugins == s._loaded_dest_archiver_plugins == {}
+    assert s._loaded_connector_plugins == []  # a list in v3
+
+
+def test_v3s_loaded_plugins_table_grows_as_a_scan_loads_workers(
+    plugins_dir: Path, make_stoq: Callable[..., Any]
+) -> None:
+    s = make_stoq(plugin_dir_list=[str(plugins_dir)])
+    assert s._loaded_plugins == {}
+    asyncio.run(s.scan(b"a|b", add_start_dispatch=["carve"]))
+    assert s._loaded_plugins == {"carve": s.load_plugin("carve")}
 
 
 # The constructor calls the v3 documentation shows, each with what v3 gave back.

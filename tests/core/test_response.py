@@ -151,7 +151,7 @@ def test_bytes_sets_and_datetimes_in_results_become_text(tmp_path):
     assert worker == {
         "raw": "MZ\\x90\x00",
         "tags": ["a"],
-        "when": when.isoformat(),
+        "when": str(when),
         "key": "bytes key",
     }
 
