@@ -111,6 +111,9 @@ def instructions(script: str, count: int) -> int:
         capture_output=True,
         text=True,
         check=True,
+        # str hashing is seeded at random per process, and dict and set layouts with it: the
+        # same scan measured about 500 instructions apart from one run to the next without this.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:

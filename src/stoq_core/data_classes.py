@@ -302,11 +302,15 @@ class Payload(_JsonText):
         }
 
 
-class _Stamp(float):
-    """A response's time not yet formatted: formatting costs more than the rest of a small
-    scan's response, and most times are never read. A float given by a caller is not one."""
+class _Given:
+    """A ``time`` a caller gave that is not text: written as given, as v3 did. (The engine's
+    own time is a bare float until first read: formatting costs more than the rest of a small
+    scan's response, and most times are never read; wrapping it would cost every scan.)"""
 
-    __slots__ = ()
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def _counted(what: str, items: list[Any]) -> str:
@@ -448,7 +452,7 @@ class StoqResponse(_JsonText):
     results: list[PayloadResults]
     request_meta: RequestMeta
     errors: list[Error]
-    _time: Any  # as given, or a _Stamp until first read, then its ISO text
+    _time: Any  # a timestamp until first read, then its ISO text; or a caller's _Given
     decorators: dict[str, Any]
     _scan_id: Optional[str]
 
@@ -468,16 +472,22 @@ class StoqResponse(_JsonText):
         )
         self.request_meta = request.request_meta
         self.errors = request.errors
-        self._time = _Stamp(_time.time()) if time is None else time
+        if time is None:
+            self._time = _time.time()
+        else:
+            self._time = time if isinstance(time, str) else _Given(time)
         self.decorators = {} if decorators is None else decorators
         self._scan_id = scan_id
 
     @property
     def time(self) -> str:
         """When the response was made, ISO 8601 in local time (formatted on first read)."""
-        if type(self._time) is _Stamp:
-            self._time = datetime.datetime.fromtimestamp(self._time).isoformat()
-        return cast(str, self._time)
+        stamp = self._time
+        if type(stamp) is float:
+            self._time = stamp = datetime.datetime.fromtimestamp(stamp).isoformat()
+        elif type(stamp) is _Given:
+            return cast(str, stamp.value)
+        return cast(str, stamp)
 
     @time.setter
     def time(self, value: str) -> None:
