@@ -3,9 +3,10 @@
 Imported with the ``stoq`` group, so it imports only click here: the scaffold and the core are
 imported by the command that runs.
 
-``new`` writes a complete plugin distribution (``_scaffold``); ``check`` loads plugins exactly as
-a scan would (import, construct with their options, register, validate the hooks) and says
-either what loaded or, in one line, why not.
+``new`` writes a complete plugin distribution (``_scaffold``, from the templates under
+``templates/plugin/``); ``check`` loads plugins exactly as a scan would (import, construct with
+their options, register, validate the hooks) and says either what loaded or, in one line, why
+not.
 """
 
 from __future__ import annotations

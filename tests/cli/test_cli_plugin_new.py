@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import tomllib
 from cli_support import StoqRunner
 
 import stoq_core
+from stoq_cli import _scaffold
+from stoq_cli._scaffold import HOOK_ORDER, Scaffold, core_requirement, render, write_scaffold
 from stoq_core.hookspecs import HOOK_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,39 +283,118 @@ def test_the_generated_tests_of_a_plugin_with_one_hook_pass(
     assert re.findall(r"@hookimpl\n    (?:async )?def (\w+)\(", plugin) == [hook]
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
+# ruff and mypy come with the test extra (pyproject.toml), so these run wherever the tests do.
+_RUFF_RULES = "E,F,W,I,B,UP,RUF"
+
+
+def _tool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_the_generated_code_passes_ruff_with_its_default_settings(stoq: StoqRunner) -> None:
     _new(stoq, "everything", "--hooks", "all")
-    for hook in HOOK_NAMES:
-        _new(stoq, f"a_longer_plugin_name_{hook}", "--hooks", hook)
-    ruff = str(shutil.which("ruff"))
+    # Every other subset of hooks, written in-process (127 child processes would take long),
+    # and each hook alone under a name of the longest length allowed.
+    for size in range(1, len(HOOK_ORDER)):
+        for hooks in itertools.combinations(HOOK_ORDER, size):
+            _write(stoq.cwd, "x_" + "_".join(hooks), hooks)
+    for hook in HOOK_ORDER:
+        _write(stoq.cwd, hook[0] * (60 - len(hook) - 1) + "_" + hook, (hook,))
 
-    checked = subprocess.run(
-        [
-            ruff,
-            "check",
-            "--isolated",
-            "--select",
-            "E,F,W,I,B,UP,RUF",
-            "--target-version",
-            "py310",
-            ".",
-        ],
-        cwd=stoq.cwd,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    formatted = subprocess.run(
-        [ruff, "format", "--isolated", "--check", "--diff", "."],
-        cwd=stoq.cwd,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
+    checked = _tool(
+        "ruff", "check", "--isolated", "--select", _RUFF_RULES, "--target-version", "py310",
+        "--no-cache", ".", cwd=stoq.cwd,
+    )  # fmt: skip
+    formatted = _tool(
+        "ruff", "format", "--isolated", "--no-cache", "--check", "--diff", ".", cwd=stoq.cwd
     )
 
-    assert checked.returncode == 0, checked.stdout[-4000:]
-    assert formatted.returncode == 0, formatted.stdout[-4000:]
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    assert formatted.returncode == 0, formatted.stdout[-4000:] + formatted.stderr[-2000:]
+
+
+@pytest.mark.parametrize("hooks", ["all", "decorate"])
+def test_the_generated_package_and_tests_pass_mypy_strict(
+    stoq: StoqRunner, tmp_path: Path, hooks: str
+) -> None:
+    project = _new(stoq, "everything", "--hooks", hooks)
+
+    # The package ships py.typed, so its users type-check against it: strict, tests included.
+    checked = _tool(
+        "mypy", "--strict", "--python-version", "3.10", "--cache-dir", str(tmp_path / "cache"),
+        "src", "tests", cwd=project,
+    )  # fmt: skip
+
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    assert "Success: no issues found" in checked.stdout
+
+
+def _write(parent: Path, name: str, hooks: tuple[str, ...]) -> Path:
+    scaffold = Scaffold(name=name, hooks=hooks, requirement=core_requirement(stoq_core.__version__))
+    return write_scaffold(scaffold, parent)
+
+
+# -- the templates ---------------------------------------------------------------------------
+
+
+def test_every_template_file_is_rendered_into_the_project() -> None:
+    shipped = resources.files("stoq_cli") / "templates" / "plugin"
+    found = sorted(_template_files(shipped))
+
+    assert found == sorted(template for template, _ in _scaffold._FILES)
+
+
+def _template_files(folder: Any, prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            names += _template_files(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".tmpl"):
+            names.append(prefix + entry.name)
+    return names
+
+
+_TEMPLATE = """\
+head $name
+import os  #% if scan save
+#% if get
+get only
+#% else
+not get
+#% end
+$$STOQ_HOME
+"""
+
+
+def test_render_keeps_the_lines_and_blocks_of_the_chosen_hooks() -> None:
+    assert render(_TEMPLATE, ("scan",), {"name": "x"}) == "head x\nimport os\nnot get\n$STOQ_HOME\n"
+    assert render(_TEMPLATE, ("get",), {"name": "x"}) == "head x\nget only\n$STOQ_HOME\n"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("a  #% if scann\n", "'#% if' needs names from ingest"),
+        ("#% if\nx\n#% end\n", "'#% if' needs names from ingest"),
+        ("#% else\n", "'#% else' without its '#% if'"),
+        ("#% end\n", "'#% end' without its '#% if'"),
+        ("#% if scan\nx\n", "never ended"),
+        ("$missing\n", "cannot fill in 'missing'"),
+    ],
+)
+def test_render_names_the_template_and_line_of_a_mistake(template: str, problem: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        render(template, ("scan",), {}, name="t.tmpl")
+
+    assert str(raised.value).startswith("t.tmpl")
+    assert problem in str(raised.value)
 
 
 # -- the generated archiver and connector are safe to copy (issue 12) -----------------------
@@ -486,22 +568,26 @@ def _build_wheel(source: Path, outdir: Path) -> Path:
 def test_a_generated_plugin_installs_passes_its_tests_and_scans(
     stoq: StoqRunner, tmp_path: Path
 ) -> None:
-    project = _new(stoq, "everything", "--hooks", "all")
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     core = _build_wheel(ROOT, wheels)
-    plugin = _build_wheel(project, wheels)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], tmp_path, 120)
     python = venv / "bin" / "python"
-    _run([python, "-m", "pip", "install", "--quiet", core, f"{plugin}[test]"], tmp_path, 600)
+    _run([python, "-m", "pip", "install", "--quiet", core], tmp_path, 600)
+    # Written by the installed core: its wheel must carry the templates.
+    home = tmp_path / "home"
+    new = [venv / "bin" / "stoq", "plugin", "new", "everything", "--hooks", "all"]
+    _run(new, stoq.cwd, 120, STOQ_HOME=str(home))
+    project = _project(stoq, "everything")
+    plugin = _build_wheel(project, wheels)
+    _run([python, "-m", "pip", "install", "--quiet", f"{plugin}[test]"], tmp_path, 600)
 
     tests = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 300)
     assert " passed" in tests.stdout and "failed" not in tests.stdout
 
     sample = tmp_path / "sample.txt"
     sample.write_bytes(b"hello from a new plugin")
-    home = tmp_path / "home"
     scanned = _run(
         [venv / "bin" / "stoq", "scan", sample, "-s", "everything"],
         tmp_path,
