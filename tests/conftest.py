@@ -70,3 +70,19 @@ def hostile(hostile_site: Path) -> Iterator[Path]:
 
     with published(hostile_site):
         yield hostile_site
+
+
+@pytest.fixture(scope="session")
+def command_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tests/commandplugin`` (a distribution adding ``stoq`` commands) built and installed into
+    a folder of its own, as ``hostile_site`` does, for a child's ``PYTHONPATH``."""
+    import subprocess
+
+    site = tmp_path_factory.mktemp("command-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(site), str(TESTS / "commandplugin")],
+        check=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )  # fmt: skip
+    return site

@@ -19,6 +19,7 @@ from typing import Any
 import click
 import pytest
 
+import stoq_cli.commands
 from stoq_cli.main import cli
 from stoq_core import Payload, PayloadMeta, Request, StoqResponse, data_classes, engine, hookspecs
 
@@ -202,3 +203,24 @@ def test_the_docs_index_links_every_page_and_the_v3_migration_guide() -> None:
     assert "migrating.md" in pages
     for page in pages:
         assert f"]({page})" in index, f"docs/README.md does not link {page}"
+
+
+def _adding_a_command() -> str:
+    section = re.search(
+        r"^## Adding a command\n(.*?)(?=^## |\Z)", _text("writing-plugins.md"), re.M | re.S
+    )
+    assert section is not None, "docs/writing-plugins.md has no section '## Adding a command'"
+    return section.group(1)
+
+
+@pytest.mark.parametrize("name", stoq_cli.commands.__all__)
+def test_every_name_command_authors_get_is_in_adding_a_command(name: str) -> None:
+    assert re.search(rf"`{re.escape(name)}[(`]", _adding_a_command()), (
+        f"docs/writing-plugins.md, 'Adding a command', does not describe stoq_cli.commands.{name}"
+    )
+
+
+def test_adding_a_command_names_the_entry_point_group() -> None:
+    from stoq_core._index import COMMAND_ENTRY_POINT_GROUP
+
+    assert f'[project.entry-points."{COMMAND_ENTRY_POINT_GROUP}"]' in _adding_a_command()

@@ -1,6 +1,6 @@
 """``stoq run --consumers N``: N worker processes on this machine, each a full ``stoq run``.
 
-One Python process scans on one core; a queue shared by many workers (``-P redis``) lets N of
+One Python process scans on one core; a queue shared by many workers (a queue provider) lets N of
 them share the work. Each child is ``python -m stoq_cli run`` with the same engine options,
 spelled out again from what was parsed (so it works however this process was started), without
 ``--consumers``.

@@ -2,6 +2,8 @@
 
 Only click and the standard library are imported up front; the core, rich and the plugins are
 imported by the commands that use them, so ``stoq --help`` and ``stoq --version`` stay instant.
+Plugin distributions add commands of their own through ``stoq.commands`` entry points
+(``_added_commands``), each imported only when it runs.
 
 Exit codes: 0 success; 1 the work ran but something failed (an error in a response, a failing
 connector or provider, pip); 2 usage or input error (nothing was scanned); 130 stopped by Ctrl-C.
@@ -9,7 +11,6 @@ connector or provider, pip); 2 usage or input error (nothing was scanned); 130 s
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
@@ -122,7 +123,7 @@ Stopping
 Several processes
   --consumers N starts N 'stoq run' processes with the same options, to use N
   cores. Each runs its own providers, so use it with a provider that shares
-  its work out, such as -P redis (with filedir, each would scan every file).
+  its work out, such as a queue's (with filedir, each would scan every file).
   Their responses are printed whole lines at a time; Ctrl-C and SIGTERM are
   passed on to each; the exit status is the worst of theirs.
 
@@ -134,7 +135,7 @@ Examples
   stoq run -P filedir -C filedir -a hash,yara \\
       --plugin-opts filedir:source_dir=/tmp/monitor \\
       --plugin-opts filedir:results_dir=/tmp/results
-  stoq run -P redis -C redis -a hash --consumers 4
+  stoq run -P QUEUE -C QUEUE -a hash --consumers 4
 
 {_FILES_NOTE}"""
 
@@ -168,10 +169,20 @@ _LAZY_COMMANDS = {"plugin": "stoq_cli._plugin_cmd:plugin_group"}
 
 
 class StoqGroup(click.Group):
-    """The ``stoq`` group: every failure becomes one ``stoq: error: ...`` line and an exit code."""
+    """The ``stoq`` group: every failure becomes one ``stoq: error: ...`` line and an exit code.
+
+    Besides its own commands it offers those plugin distributions publish as ``stoq.commands``
+    entry points; a built-in command keeps its name over a plugin's.
+    """
+
+    def _builtin_names(self, ctx: click.Context) -> set[str]:
+        return {*super().list_commands(ctx), *_LAZY_COMMANDS}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+        from stoq_cli._added_commands import listed
+
+        builtin = self._builtin_names(ctx)
+        return sorted(builtin | {name for name, _ in listed(builtin)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
         target = _LAZY_COMMANDS.get(cmd_name)
@@ -180,7 +191,30 @@ class StoqGroup(click.Group):
 
             module, attribute = target.split(":")
             self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            from stoq_cli._added_commands import load
+
+            command = load(cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The built-in commands with their help, then plugin commands with their distribution
+        (listing a plugin's command must not import it)."""
+        from stoq_cli._added_commands import listed
+
+        builtin = self._builtin_names(ctx)
+        rows = []
+        for name in sorted(builtin):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+        added = listed(builtin)
+        if added:
+            with formatter.section("Plugin commands"):
+                formatter.write_dl(added)
 
     def main(
         self,
@@ -334,7 +368,7 @@ def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **e
     default=1,
     show_default=True,
     metavar="N",
-    help="Run N worker processes with these options (for a shared queue such as -P redis).",
+    help="Run N worker processes with these options (for a provider that shares out work).",
 )
 def run(consumers: int, **engine: Any) -> int:
     """Scan what provider plugins queue until they finish (or Ctrl-C)."""
@@ -346,121 +380,6 @@ def run(consumers: int, **engine: Any) -> int:
 
         return consumers_command(EngineOptions(**engine), consumers)
     return run_command(EngineOptions(**engine))
-
-
-_REDIS_NOTE = """\
-\b
-Redis
-  These commands need the stoq-plugin-redis package. Redis is at --url, else
-  at 'url' in the [redis] section of $STOQ_HOME/stoq.cfg (where the workers'
-  -P redis / -C redis options live too: stream, results_stream, key_prefix,
-  dead_letter_stream), else redis://127.0.0.1:6379/0. The password: 'password'
-  in that section, else the url's, else $STOQ_REDIS_PASSWORD, else
-  $REDIS_PASSWORD.
-"""
-
-
-@cli.command(
-    context_settings=_CONTEXT,
-    epilog=f"""\
-Each FILE is one task; a DIRECTORY is walked recursively (symbolic links are
-not followed) and each regular file under it is a task. Payloads up to 1 MiB
-travel in the task message; larger ones are stored in Redis first. Workers
-('stoq run -P redis -C redis ...', on any machine) scan them.
-
-\b
-Output
-  stderr: how many tasks were submitted. stdout, without --wait: the task ids,
-  one per line. With --wait: each task's result as one JSON line, as soon as
-  it is saved (needs workers with -C redis, which records results by task);
-  a task dead-lettered instead is reported on stderr.
-
-\b
-Exit status
-  0 submitted (with --wait: every result saved without errors); 1 with --wait,
-  a result holds errors, a task was dead-lettered or --timeout passed; 2 bad
-  input (a missing file, a bad url, Redis unreachable, the package missing).
-
-{_REDIS_NOTE}
-\b
-Examples
-  stoq submit samples/                          queue every file under samples/
-  stoq submit bad.exe --wait > result.jsonl     queue one, print its result
-  stoq submit samples/ --wait --timeout 600 --url redis://queue:6379/0
-""",
-)
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option(
-    "--stream", metavar="NAME", help="The task stream [default: stoq.cfg, else stoq:tasks]."
-)
-@click.option("--url", metavar="URL", help="Where Redis is [default: stoq.cfg, else localhost].")
-@click.option("--wait", is_flag=True, help="Print each result as a JSON line once it is saved.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    help="With --wait: give up after SECONDS (exit 1) [default: wait as long as it takes].",
-)
-def submit(
-    paths: tuple[str, ...],
-    stream: Optional[str],
-    url: Optional[str],
-    wait: bool,
-    timeout: Optional[float],
-) -> int:
-    """Queue files in Redis for 'stoq run -P redis' workers to scan."""
-    from stoq_cli._engine import StoqHome
-    from stoq_cli._redis import RedisTarget, submit_command
-
-    if timeout is not None and not wait:
-        raise click.UsageError("--timeout needs --wait")
-    if timeout is not None and not math.isfinite(timeout):
-        raise click.BadParameter(
-            f"{timeout!r} is not a finite number of seconds", param_hint="'--timeout'"
-        )
-    target = RedisTarget.resolve(StoqHome.from_environment(), url=url, stream=stream)
-    return submit_command(paths, target, wait, timeout)
-
-
-@cli.command(
-    context_settings=_CONTEXT,
-    epilog=f"""\
-Each result (a stoQ response) is printed as one JSON line, oldest first: every
-result in the results stream, or with --follow, those saved from now on (and
-with --from-start, every stored one first), until Ctrl-C. An entry that holds
-no readable result is reported on stderr, with its id and why, and skipped.
-
-\b
-Exit status
-  0 every entry printed; 1 an entry was skipped; 2 bad input (a bad url,
-  Redis unreachable, the package missing); 130 stopped by Ctrl-C.
-
-{_REDIS_NOTE}
-\b
-Examples
-  stoq results > all.jsonl
-  stoq results --follow | jq -c '.results[0].workers.hash'
-""",
-)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing results as they are saved.")
-@click.option("--from-start", is_flag=True, help="With --follow: print the stored ones first.")
-@click.option(
-    "--results-stream",
-    metavar="NAME",
-    help="The results stream [default: stoq.cfg, else stoq:results].",
-)
-@click.option("--url", metavar="URL", help="Where Redis is [default: stoq.cfg, else localhost].")
-def results(
-    follow: bool, from_start: bool, results_stream: Optional[str], url: Optional[str]
-) -> int:
-    """Print the results saved in Redis by 'stoq run ... -C redis' as JSON lines."""
-    from stoq_cli._engine import StoqHome
-    from stoq_cli._redis import RedisTarget, results_command
-
-    target = RedisTarget.resolve(
-        StoqHome.from_environment(), url=url, results_stream=results_stream
-    )
-    return results_command(target, follow, from_start)
 
 
 @cli.command(

@@ -64,8 +64,8 @@ class LoadedPlugin:
     is_async: dict[str, bool]
     required_workers: frozenset[str]  #: as loaded; see ``requirements`` for a v3 plugin
     timeout: Optional[float] = None  #: the plugin's own ``timeout`` option; None: the core's
-    #: A v3 plugin (a ``BasePlugin`` subclass): its methods and ``required_workers`` are looked
-    #: up at each use, as v3 did, so a program (or v3's tests) may change them after loading.
+    #: A v3 plugin directory's plugin: its methods and ``required_workers`` are looked up at
+    #: each use, as v3 did, so a program (or v3's tests) may change them after loading.
     late: bool = False
 
     #: Per hook, what ``call`` calls: the implementation itself when it is ``async def``.
@@ -263,7 +263,7 @@ class PluginManager:
                         f"plugin {name!r} from {origin} failed to import {ep.value}", exc
                     )
                 ) from None
-        return self.register(name, target, config, origin)
+        return self.register(name, target, config, origin, late=name in self.legacy)
 
     def register(
         self,
@@ -271,10 +271,16 @@ class PluginManager:
         target: Any,
         config: Optional[StoqConfigParser] = None,
         origin: str = "code",
+        *,
+        late: bool = False,
     ) -> LoadedPlugin:
         """Register ``target`` under ``name``: a class is constructed with its config first.
 
         This is the one path every plugin takes, entry point, legacy or test.
+
+        :param late: look the plugin's methods and ``required_workers`` up at each use, as v3
+            did for its plugin directories (the engine does for them): a program may change
+            them after loading. Others are bound now, which keeps each call cheap.
         """
         if config is None:
             config = self._plugin_config(name, {}, {})
@@ -315,7 +321,7 @@ class PluginManager:
             is_async={hook: is_async for hook, (_, is_async) in hooks.items()},
             required_workers=frozenset(required),
             timeout=_timeout_option(name, config),
-            late=isinstance(obj, BasePlugin),
+            late=late,
         )
         self.loaded[name] = loaded
         return loaded

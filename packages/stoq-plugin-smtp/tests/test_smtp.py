@@ -8,11 +8,9 @@ import email.message
 import email.policy
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-import stoq_plugin_smtp
 from stoq_plugin_smtp import looks_like_email
 
 from stoq_core import Payload, Request, Stoq, StoqPluginException, StoqResponse
@@ -336,9 +334,3 @@ def test_the_plugin_is_an_entry_point_of_this_distribution(make_stoq: Callable[.
         None,
     )
     assert info.hooks == ["scan"]
-
-
-def test_the_package_imports_no_private_core_module() -> None:
-    package = Path(stoq_plugin_smtp.__file__).parent
-    private = re.compile(r"\bstoq_core\._\w+|from stoq_core import _")
-    assert [str(p) for p in package.rglob("*.py") if private.search(p.read_text())] == []

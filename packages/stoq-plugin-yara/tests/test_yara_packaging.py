@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,11 +31,3 @@ def test_the_default_rules_are_files_inside_the_package() -> None:
     for rules in (DEFAULT_WORKER_RULES, DEFAULT_DISPATCH_RULES):
         assert Path(rules).is_file()
         assert Path(rules).parent.parent == PACKAGE
-
-
-def test_the_package_imports_no_private_core_module() -> None:
-    private = re.compile(r"\bstoq_core\._\w+|from stoq_core import _")
-    offenders = [
-        str(source) for source in PACKAGE.rglob("*.py") if private.search(source.read_text())
-    ]
-    assert offenders == []

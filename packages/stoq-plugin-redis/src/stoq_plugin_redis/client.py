@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_STREAM",
     "DEFAULT_URL",
     "Outcome",
+    "WaitTimeout",
     "results",
     "submit",
     "wait",
@@ -65,6 +66,16 @@ _BATCH = 256  # task messages sent per round trip
 _PATIENCE = 30.0  # seconds a long-running read waits out a Redis restart
 
 log = logging.getLogger("stoq.redis.client")
+
+
+class WaitTimeout(StoqException):
+    """``wait`` ran out of time with tasks still unfinished (their outcomes may come later)."""
+
+    def __init__(self, unfinished: int, total: int, timeout: float) -> None:
+        super().__init__(f"{unfinished} of {total} tasks still have no result after {timeout:g} s")
+        self.unfinished = unfinished  #: tasks with neither a result nor a dead letter yet
+        self.total = total
+        self.timeout = timeout
 
 
 @attrs.frozen
@@ -309,7 +320,8 @@ async def wait(
     :param stream: the task stream; its dead-letter stream (``<stream>:dead`` unless
         ``dead_letters`` names another) is watched for tasks that will have no result.
     :param timeout: seconds to wait in all; ``None`` waits as long as it takes.
-    :raises StoqException: Redis cannot be reached, or ``timeout`` passed with tasks unfinished.
+    :raises WaitTimeout: ``timeout`` passed with tasks unfinished.
+    :raises StoqException: Redis cannot be reached.
     """
     remaining = dict.fromkeys(task_ids)
     total = len(remaining)
@@ -343,9 +355,8 @@ async def wait(
             if not remaining:
                 return
             if until is not None and loop.time() >= until:
-                raise StoqException(
-                    f"{len(remaining)} of {total} tasks still have no result after {timeout:g} s"
-                )
+                assert timeout is not None
+                raise WaitTimeout(len(remaining), total, timeout)
             await asyncio.sleep(poll)
     finally:
         await close(client)

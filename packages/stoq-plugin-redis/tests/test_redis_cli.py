@@ -1,78 +1,76 @@
-"""``stoq submit``, ``stoq results`` and ``stoq run --consumers N`` against a real redis-server.
+"""``stoq submit`` and ``stoq results`` (this plugin's ``stoq.commands``) and ``stoq run -P redis``,
+run as a user runs them: the installed ``stoq`` script, against a real redis-server.
 
-Each test that needs Redis starts its own ``redis-server`` on a free loopback port (no fake), and
-runs the installed ``stoq`` script as a user would. They fail if ``redis-server`` is missing.
+Moved here from the core's tests (issue 14): the core's command line no longer knows Redis.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import click.testing
 import pytest
 import redis
-from cli_support import Done, StoqRunner
-
-REDIS_SERVER = shutil.which("redis-server")
+from conftest import TESTS, RedisServer, free_port
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (as far as anyone can know)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass
+class Done:
+    """A finished ``stoq`` process."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def lines(self) -> list[Any]:
+        """stdout as JSON lines."""
+        return [json.loads(line) for line in self.out.splitlines()]
 
 
-class RedisServer:
-    """A ``redis-server`` on 127.0.0.1 with no persistence, its files in ``directory``."""
+@dataclass
+class Stoq:
+    """Runs the ``stoq`` script beside this interpreter with the test's home and plugins."""
 
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        directory.mkdir(parents=True, exist_ok=True)
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(directory), "--save", "", "--appendonly", "no",
-             "--logfile", str(directory / "redis.log")],
+    home: Path
+    cwd: Path
+    env: dict[str, str]
+
+    def command(self, *args: str) -> list[str]:
+        return [str(Path(sys.executable).parent / "stoq"), *args]
+
+    def __call__(self, *args: str, timeout: float = 60) -> Done:
+        done = subprocess.run(
+            self.command(*args),
             stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis(port=self.port, socket_timeout=10)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.exceptions.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+            capture_output=True,
+            env=self.env,
+            cwd=self.cwd,
+            timeout=timeout,
+        )
+        return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.fail("redis-server is not on PATH: these tests need a real Redis")
-    started = RedisServer(tmp_path / "redis")
-    yield started
-    started.stop()
+def stoq(tmp_path: Path, plugin_site: Path) -> Stoq:
+    """``stoq(*args)``: a home of its own (not created), the test plugins on PYTHONPATH."""
+    if not (Path(sys.executable).parent / "stoq").is_file():
+        pytest.fail("the stoq console script is not installed beside this Python")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("STOQ_HOME", "PYTHONSTARTUP")}
+    python_path = [str(plugin_site), str(TESTS), *filter(None, [env.get("PYTHONPATH")])]
+    env.update(STOQ_HOME=str(tmp_path / "stoq-home"), PYTHONPATH=os.pathsep.join(python_path))
+    return Stoq(home=tmp_path / "stoq-home", cwd=cwd, env=env)
 
 
 @pytest.fixture
@@ -86,10 +84,10 @@ def samples(tmp_path: Path) -> Path:
     return directory
 
 
-def worker(stoq: StoqRunner, server: RedisServer, *more: str, timeout: float = 90) -> Done:
-    """``stoq run -P redis -C redis -a cli_echo`` until the queue has been idle for a moment."""
+def worker(stoq: Stoq, server: RedisServer, *more: str, timeout: float = 90) -> Done:
+    """``stoq run -P redis -C redis -a sleepy`` until the queue has been idle for a moment."""
     return stoq(
-        "run", "-P", "redis", "-C", "redis", "-a", "cli_echo", *more,
+        "run", "-P", "redis", "-C", "redis", "-a", "sleepy", *more,
         "--plugin-opts", f"redis:url={server.url}", "redis:stop_when_idle=0.5",
         "redis:claim_idle=2",
         timeout=timeout,
@@ -108,7 +106,7 @@ def one_line_error(done: Done) -> str:
 
 
 def test_submit_prints_one_task_id_per_file_and_the_count_on_stderr(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     done = stoq("submit", str(samples), "--url", server.url)
 
@@ -116,12 +114,12 @@ def test_submit_prints_one_task_id_per_file_and_the_count_on_stderr(
     task_ids = done.out.split()
     assert len(task_ids) == 3
     assert "submitted 3 task(s) to stoq:tasks" in done.err
-    queued = [f[b"task_id"].decode() for _, f in server.client.xrange("stoq:tasks")]
+    queued = [f[b"task_id"].decode() for _, f in db.xrange("stoq:tasks")]
     assert queued == task_ids
 
 
 def test_submitted_files_are_scanned_by_a_worker_and_printed_by_results(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     task_ids = stoq("submit", str(samples), "--url", server.url).out.split()
 
@@ -135,16 +133,16 @@ def test_submitted_files_are_scanned_by_a_worker_and_printed_by_results(
     assert sorted(by_task) == sorted(task_ids) and len(responses) == 3
     echoed = {
         r["results"][0]["payload_meta"]["extra_data"]["filename"]: r["results"][0]["workers"][
-            "cli_echo"
+            "sleepy"
         ]["size"]
         for r in responses
     }
     assert echoed == {"a.txt": 5, "b.txt": 6, "c.txt": 7}
-    assert server.client.xpending("stoq:tasks", "stoq")["pending"] == 0
+    assert db.xpending("stoq:tasks", "stoq")["pending"] == 0
 
 
 def test_submit_wait_prints_each_result_as_a_worker_saves_it(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     waiting = subprocess.Popen(
         stoq.command("submit", str(samples), "--url", server.url, "--wait", "--timeout", "60"),
@@ -153,7 +151,7 @@ def test_submit_wait_prints_each_result_as_a_worker_saves_it(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while server.client.xlen("stoq:tasks") < 3:  # submitted; now the worker may start
+        while db.xlen("stoq:tasks") < 3:  # submitted; now the worker may start
             assert time.monotonic() < deadline and waiting.poll() is None
             time.sleep(0.02)
         ran = worker(stoq, server)
@@ -164,15 +162,15 @@ def test_submit_wait_prints_each_result_as_a_worker_saves_it(
     assert ran.code == 0, ran.err
     assert waiting.returncode == 0, err
     responses = [json.loads(line) for line in out.decode().splitlines()]
-    assert sorted(r["results"][0]["workers"]["cli_echo"]["size"] for r in responses) == [5, 6, 7]
+    assert sorted(r["results"][0]["workers"]["sleepy"]["size"] for r in responses) == [5, 6, 7]
 
 
-def _results(server: RedisServer) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in server.client.xrange("stoq:results")]
+def _results(db: redis.Redis) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in db.xrange("stoq:results")]
 
 
 def test_submit_wait_exits_1_when_a_scan_reported_errors(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     waiting = subprocess.Popen(
         stoq.command("submit", str(samples / "a.txt"), "--url", server.url, "--wait",
@@ -182,21 +180,21 @@ def test_submit_wait_exits_1_when_a_scan_reported_errors(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while server.client.xlen("stoq:tasks") < 1:
+        while db.xlen("stoq:tasks") < 1:
             assert time.monotonic() < deadline and waiting.poll() is None
             time.sleep(0.02)
-        worker(stoq, server, "-a", "cli_fail")
+        worker(stoq, server, "-a", "raiser")
         out, err = waiting.communicate(timeout=60)
     finally:
         waiting.kill()
 
     assert waiting.returncode == 1, err
     [response] = [json.loads(line) for line in out.decode().splitlines()]
-    assert response["errors"][0]["plugin_name"] == "cli_fail"
+    assert response["errors"][0]["plugin_name"] == "raiser"
 
 
 def test_submit_wait_gives_up_after_its_timeout_with_exit_1(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, samples: Path
 ) -> None:
     done = stoq("submit", str(samples / "a.txt"), "--url", server.url, "--wait", "--timeout", "0.3")
 
@@ -206,7 +204,7 @@ def test_submit_wait_gives_up_after_its_timeout_with_exit_1(
 
 
 def test_results_follow_prints_a_result_saved_after_it_started(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, samples: Path
 ) -> None:
     stoq("submit", str(samples / "a.txt"), "--url", server.url)
     worker(stoq, server)  # an old result, which --follow does not print
@@ -231,7 +229,7 @@ def test_results_follow_prints_a_result_saved_after_it_started(
 
 
 def test_results_from_start_with_follow_prints_the_stored_results_first(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, samples: Path
 ) -> None:
     [task_id] = stoq("submit", str(samples / "a.txt"), "--url", server.url).out.split()
     worker(stoq, server)
@@ -251,7 +249,7 @@ def test_results_from_start_with_follow_prints_the_stored_results_first(
 
 
 def test_the_url_comes_from_the_redis_section_of_stoq_cfg(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     stoq.home.mkdir()
     (stoq.home / "stoq.cfg").write_text(f"[redis]\nurl = {server.url}\nstream = lab:tasks\n")
@@ -259,14 +257,14 @@ def test_the_url_comes_from_the_redis_section_of_stoq_cfg(
     done = stoq("submit", str(samples / "a.txt"))
 
     assert done.code == 0, done.err
-    assert server.client.xlen("lab:tasks") == 1
+    assert db.xlen("lab:tasks") == 1
 
 
 # -- several worker processes ----------------------------------------------------------------
 
 
 def test_run_with_two_consumers_shares_a_batch_between_two_processes(
-    stoq: StoqRunner, server: RedisServer, tmp_path: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, tmp_path: Path
 ) -> None:
     files = tmp_path / "batch"
     files.mkdir()
@@ -279,87 +277,20 @@ def test_run_with_two_consumers_shares_a_batch_between_two_processes(
     assert ran.code == 0, ran.err
     readers = {line.split(" as ")[1].split()[0] for line in ran.err.splitlines() if " as " in line}
     assert len(readers) == 2, ran.err  # two consumers of the group, one per process
-    saved = [f[b"task_id"].decode() for f in _results(server)]
+    saved = [f[b"task_id"].decode() for f in _results(db)]
     assert sorted(saved) == sorted(task_ids)  # each task once
-    assert server.client.xpending("stoq:tasks", "stoq")["pending"] == 0
-
-
-def test_run_with_consumers_relays_every_childs_json_lines_whole(stoq: StoqRunner) -> None:
-    done = stoq(
-        "run", "--consumers", "3", "-P", "cli_burst", "-a", "cli_echo",
-        "--plugin-opts", "cli_burst:count=4", "--request-extra", "batch=7", "urgent=true",
-    )  # fmt: skip
-
-    assert done.code == 0, done.err
-    responses = done.lines()  # each line is one whole JSON document
-    assert len(responses) == 12  # every process runs its own provider
-    assert {json.dumps(r["request_meta"]["extra_data"]) for r in responses} == {
-        json.dumps({"batch": "7", "urgent": True})
-    }
-
-
-def test_run_with_consumers_gives_each_child_the_time_limits(stoq: StoqRunner) -> None:
-    done = stoq(
-        "run", "--consumers", "2", "-P", "cli_burst", "-a", "cli_slow", "--timeout", "0.25",
-        "--plugin-opts", "cli_burst:count=2", "cli_slow:seconds=60",
-    )  # fmt: skip
-
-    assert done.code == 1
-    responses = done.lines()
-    assert len(responses) == 4
-    assert {e["error"] for r in responses for e in r["errors"]} == {"scan timed out after 0.25 s"}
-
-
-def test_run_with_consumers_exits_with_the_worst_childs_code(stoq: StoqRunner) -> None:
-    done = stoq("run", "--consumers", "2", "-P", "cli_burst", "-a", "cli_fail")
-
-    assert done.code == 1
-    assert len(done.lines()) == 6
-
-
-def test_ctrl_c_reaches_every_consumer_once_and_each_drains(
-    stoq: StoqRunner, tmp_path: Path
-) -> None:
-    marker = tmp_path / "queued"
-    process = subprocess.Popen(
-        stoq.command(
-            "run", "--consumers", "2", "-P", "cli_endless", "-a", "cli_slow",
-            "--plugin-opts", f"cli_endless:marker={marker}", "cli_endless:count=2",
-            "cli_slow:seconds=0.5",
-        ),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline, "no consumer queued anything"
-            time.sleep(0.02)
-        time.sleep(1.0)  # both children are up and scanning
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-
-    assert process.returncode == 130, err
-    # One SIGINT each: they drained (a second one would have aborted them, 'stoq: aborted').
-    assert err.decode().count("stopped by SIGINT") == 2, err
-    assert "aborted" not in err.decode()
-    assert all(
-        json.loads(line)["results"][0]["workers"]["cli_slow"] == {"slept": 0.5}
-        for line in out.decode().splitlines()
-    )
+    assert db.xpending("stoq:tasks", "stoq")["pending"] == 0
 
 
 # -- queue poison (issue 12) -----------------------------------------------------------------
 
 
-def _dead_letters(server: RedisServer) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in server.client.xrange("stoq:tasks:dead")]
+def _dead_letters(db: redis.Redis) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in db.xrange("stoq:tasks:dead")]
 
 
 def test_one_garbled_message_among_a_thousand_costs_only_itself(
-    stoq: StoqRunner, server: RedisServer, tmp_path: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, tmp_path: Path
 ) -> None:
     # It once crashed every worker that read it, and the tasks queued behind it were
     # dead-lettered unscanned after a few restarts.
@@ -368,7 +299,7 @@ def test_one_garbled_message_among_a_thousand_costs_only_itself(
         for number in range(count):
             (tmp_path / half / f"{half}{number:03d}.txt").write_bytes(b"x" * number)
     task_ids = stoq("submit", str(tmp_path / "first"), "--url", server.url).out.split()
-    garbled = server.client.xadd("stoq:tasks", {b"task_id": b"\xff\xfe", b"payload": b"x"})
+    garbled = db.xadd("stoq:tasks", {b"task_id": b"\xff\xfe", b"payload": b"x"})
     task_ids += stoq("submit", str(tmp_path / "second"), "--url", server.url).out.split()
     assert len(task_ids) == 999
 
@@ -380,15 +311,15 @@ def test_one_garbled_message_among_a_thousand_costs_only_itself(
     assert shown.code == 0, shown.err
     saved = [r["request_meta"]["extra_data"]["task_id"] for r in shown.lines()]
     assert sorted(saved) == sorted(task_ids)  # 999 results, one each
-    [letter] = _dead_letters(server)
+    [letter] = _dead_letters(db)
     assert letter[b"message_id"] == garbled
     assert letter[b"error"] == (
         b"malformed task message: its task_id field is not UTF-8: b'\\xff\\xfe'"
     )
     assert letter[b"deliveries"] == b"1"
     assert (letter[b"task_id"], letter[b"payload"]) == (b"\xff\xfe", b"x")  # kept as given
-    assert server.client.xpending("stoq:tasks", "stoq")["pending"] == 0
-    assert server.client.xlen("stoq:tasks") == 0
+    assert db.xpending("stoq:tasks", "stoq")["pending"] == 0
+    assert db.xlen("stoq:tasks") == 0
 
 
 @pytest.mark.parametrize(
@@ -408,27 +339,28 @@ def test_one_garbled_message_among_a_thousand_costs_only_itself(
     ],
 )
 def test_a_malformed_message_is_dead_lettered_at_once_while_the_worker_goes_on(
-    stoq: StoqRunner,
+    stoq: Stoq,
     server: RedisServer,
+    db: redis.Redis,
     samples: Path,
     garbled: dict[bytes, bytes],
     reason: str,
 ) -> None:
-    server.client.xadd("stoq:tasks", garbled)  # type: ignore[arg-type]
+    db.xadd("stoq:tasks", garbled)  # type: ignore[arg-type]
     task_ids = stoq("submit", str(samples), "--url", server.url).out.split()
 
     ran = worker(stoq, server, "--plugin-opts", "redis:max_payload_size=1000")
 
     assert ran.code == 0, ran.err
-    saved = [f[b"task_id"].decode() for f in _results(server)]
+    saved = [f[b"task_id"].decode() for f in _results(db)]
     assert sorted(saved) == sorted(task_ids)
-    [letter] = _dead_letters(server)
+    [letter] = _dead_letters(db)
     assert reason in letter[b"error"].decode()
     assert letter[b"deliveries"] == b"1"
     assert "moved to stoq:tasks:dead (delivery 1): malformed task message" in ran.err
 
 
-def _unreadable_results(server: RedisServer) -> tuple[list[str], list[str]]:
+def _unreadable_results(db: redis.Redis) -> tuple[list[str], list[str]]:
     """Results entries, good and bad in turn; returns the good task ids and the bad entry ids."""
     good, bad = [], []
     for number, damaged in enumerate(
@@ -436,10 +368,10 @@ def _unreadable_results(server: RedisServer) -> tuple[list[str], list[str]]:
     ):
         task_id = f"t-{number}"
         response = {"request_meta": {"extra_data": {"task_id": task_id}}}
-        server.client.xadd("stoq:results", {"task_id": task_id, "result": json.dumps(response)})
+        db.xadd("stoq:results", {"task_id": task_id, "result": json.dumps(response)})
         good.append(task_id)
-        bad.append(server.client.xadd("stoq:results", damaged).decode())  # type: ignore[arg-type]
-    server.client.xadd(
+        bad.append(db.xadd("stoq:results", damaged).decode())  # type: ignore[arg-type]
+    db.xadd(
         "stoq:results",
         {"result": json.dumps({"request_meta": {"extra_data": {"task_id": "last"}}})},
     )
@@ -447,9 +379,9 @@ def _unreadable_results(server: RedisServer) -> tuple[list[str], list[str]]:
 
 
 def test_results_reports_an_entry_it_cannot_read_and_prints_the_rest(
-    stoq: StoqRunner, server: RedisServer
+    stoq: Stoq, server: RedisServer, db: redis.Redis
 ) -> None:
-    good, bad = _unreadable_results(server)
+    good, bad = _unreadable_results(db)
 
     shown = stoq("results", "--url", server.url)
 
@@ -463,9 +395,9 @@ def test_results_reports_an_entry_it_cannot_read_and_prints_the_rest(
 
 
 def test_results_follow_reports_an_entry_it_cannot_read_and_goes_on(
-    stoq: StoqRunner, server: RedisServer
+    stoq: Stoq, server: RedisServer, db: redis.Redis
 ) -> None:
-    good, bad = _unreadable_results(server)
+    good, bad = _unreadable_results(db)
     following = subprocess.Popen(
         stoq.command("results", "--follow", "--from-start", "--url", server.url),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -488,17 +420,15 @@ def test_results_follow_reports_an_entry_it_cannot_read_and_goes_on(
 
 
 def test_submit_of_a_missing_file_is_a_one_line_error_and_sends_nothing(
-    stoq: StoqRunner, server: RedisServer, samples: Path
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     done = stoq("submit", str(samples / "a.txt"), "nope.txt", "--url", server.url)
 
     assert one_line_error(done).startswith("stoq: error: nope.txt: no such file or directory")
-    assert server.client.exists("stoq:tasks") == 0
+    assert db.exists("stoq:tasks") == 0
 
 
-def test_submit_to_an_unreachable_redis_is_a_one_line_error(
-    stoq: StoqRunner, samples: Path
-) -> None:
+def test_submit_to_an_unreachable_redis_is_a_one_line_error(stoq: Stoq, samples: Path) -> None:
     done = stoq("submit", str(samples), "--url", f"redis://127.0.0.1:{free_port()}/0")
 
     assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
@@ -506,14 +436,14 @@ def test_submit_to_an_unreachable_redis_is_a_one_line_error(
 
 @pytest.mark.parametrize("follow", [[], ["--follow"]])
 def test_results_from_an_unreachable_redis_is_a_one_line_error(
-    stoq: StoqRunner, follow: list[str]
+    stoq: Stoq, follow: list[str]
 ) -> None:
     done = stoq("results", *follow, "--url", f"redis://127.0.0.1:{free_port()}/0")
 
     assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
 
 
-def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: StoqRunner) -> None:
+def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: Stoq) -> None:
     done = stoq("results", "--url", "http://example.org")
 
     assert "must start with redis://, rediss:// or unix://" in one_line_error(done)
@@ -530,7 +460,7 @@ def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: StoqRunner) -> None:
     ],
 )
 def test_a_bad_url_is_a_one_line_usage_error_without_its_password(
-    stoq: StoqRunner, samples: Path, command: str, url: str, message: str
+    stoq: Stoq, samples: Path, command: str, url: str, message: str
 ) -> None:
     args = [str(samples)] if command == "submit" else []
 
@@ -541,7 +471,7 @@ def test_a_bad_url_is_a_one_line_usage_error_without_its_password(
 
 
 def test_submit_of_an_empty_directory_is_a_one_line_error(
-    stoq: StoqRunner, server: RedisServer, tmp_path: Path
+    stoq: Stoq, server: RedisServer, tmp_path: Path
 ) -> None:
     (tmp_path / "empty").mkdir()
 
@@ -556,30 +486,24 @@ def test_submit_of_an_empty_directory_is_a_one_line_error(
         (["submit"], "Missing argument 'PATH...'"),
         (["submit", "x", "--timeout", "5"], "--timeout needs --wait"),
         (["submit", "x", "--wait", "--timeout", "-1"], "-1.0 is not in the range x>0"),
-        (["run", "-P", "cli_burst", "--consumers", "0"], "0 is not in the range x>=1"),
-        (["run", "-P", "no_such_plugin", "--consumers", "2"], "'no_such_plugin' is not installed"),
-        (["run", "-a", "cli_echo", "--consumers", "2"], "no provider plugins are loaded"),
+        (["submit", "x", "--wait", "--timeout", "nan"], "nan is not a finite number of seconds"),
     ],
 )
-def test_bad_command_lines_are_one_line_errors(
-    stoq: StoqRunner, args: list[str], message: str
-) -> None:
+def test_bad_command_lines_are_one_line_errors(stoq: Stoq, args: list[str], message: str) -> None:
     assert message in one_line_error(stoq(*args))
 
 
-def test_without_the_redis_package_the_commands_say_how_to_install_it(
-    invoke: Callable[..., click.testing.Result], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # None in sys.modules makes 'import stoq_plugin_redis' fail as if it were not installed.
-    for name in [n for n in sys.modules if n.startswith("stoq_plugin_redis")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "stoq_plugin_redis", None)
+def test_a_bad_stoq_cfg_is_a_one_line_error(stoq: Stoq, samples: Path) -> None:
+    stoq.home.mkdir()
+    (stoq.home / "stoq.cfg").write_text("[redis\nurl = x\n")
 
-    for args in (["submit", "x"], ["results"]):
-        result = invoke(*args)
-        assert result.exit_code == 2
-        assert result.stdout == ""
-        assert result.stderr.splitlines() == [
-            f"stoq: error: stoq {args[0]} needs the stoq-plugin-redis package, which is not "
-            "installed: run 'stoq install stoq-plugin-redis'"
-        ]
+    assert "is not a valid stoq.cfg" in one_line_error(stoq("submit", str(samples)))
+
+
+def test_stoq_help_lists_the_commands_as_the_plugins(stoq: Stoq) -> None:
+    done = stoq("--help")
+
+    assert done.code == 0, done.err
+    listed = done.out.split("Plugin commands:")[1].split()
+    assert listed[listed.index("submit") + 2] == "stoq-plugin-redis"
+    assert listed[listed.index("results") + 2] == "stoq-plugin-redis"

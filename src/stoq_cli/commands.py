@@ -1,0 +1,83 @@
+"""What a plugin's own ``stoq`` command needs from the command line around it.
+
+A distribution adds a command by publishing a click command in the ``stoq.commands``
+entry-point group; ``stoq`` imports it only when that command runs (see docs/writing-plugins.md,
+"Adding a command")::
+
+    import click
+    from stoq_cli.commands import EXIT_OK, CliError, config_section, write_result
+
+    @click.command()
+    @click.argument("name")
+    def greet(name: str) -> int:
+        \"\"\"Say hello (the first line is the command's help).\"\"\"
+        if not name:
+            raise CliError("NAME must not be empty")  # 'stoq: error: ...', exit 2
+        write_result({"hello": name, "from": config_section("greet").get("sender", "stoq")})
+        return EXIT_OK
+
+The command returns its exit code (``None`` is 0). A ``CliError`` becomes one
+``stoq: error: <message>`` line on stderr and its ``exit_code``; anything else it raises is one
+``stoq: error: unexpected ...`` line and exit 1. stdout is for results only (``write_result``);
+progress and notes go to stderr (``note``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from stoq_cli._engine import StoqHome
+from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+    "config_file",
+    "config_section",
+    "note",
+    "stoq_home",
+    "write_result",
+]
+
+
+def stoq_home() -> Path:
+    """``$STOQ_HOME`` (``~/.stoq`` when unset), as an absolute path; it may not exist yet."""
+    return StoqHome.from_environment().path
+
+
+def config_file() -> Path:
+    """``$STOQ_HOME/stoq.cfg``, the file ``config_section`` reads; it may not exist."""
+    return StoqHome.from_environment().config_file
+
+
+def config_section(name: str) -> dict[str, str]:
+    """The ``[name]`` section of ``$STOQ_HOME/stoq.cfg``, read as the engine reads it.
+
+    :returns: the section's options (``%%`` read as ``%``, as in v3); ``{}`` if the file or the
+        section is missing.
+    :raises CliError: the file cannot be read or is not a valid stoq.cfg (exit 2).
+    """
+    from stoq_core import StoqException
+    from stoq_core.config import read_stoq_cfg
+
+    try:
+        return dict(read_stoq_cfg(str(config_file())).get(name, {}))
+    except StoqException as exc:
+        raise CliError(str(exc)) from None
+
+
+def write_result(data: Any) -> None:
+    """Print ``data`` as one JSON line on stdout, at once (as ``stoq run`` prints responses)."""
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+def note(message: str) -> None:
+    """Print ``stoq: <message>`` on stderr: counts and progress, never results."""
+    print(f"stoq: {message}", file=sys.stderr, flush=True)

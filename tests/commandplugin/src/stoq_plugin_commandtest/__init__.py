@@ -1,0 +1,1 @@
+"""Commands for the tests of ``stoq.commands`` entry points."""
