@@ -21,7 +21,16 @@ import pytest
 
 import stoq_cli.commands
 from stoq_cli.main import cli
-from stoq_core import Payload, PayloadMeta, Request, StoqResponse, data_classes, engine, hookspecs
+from stoq_core import (
+    Payload,
+    PayloadMeta,
+    Request,
+    StoqResponse,
+    _settings,
+    data_classes,
+    engine,
+    hookspecs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -99,17 +108,17 @@ def _default_text(value: object) -> str:
     return str(value)
 
 
-@pytest.mark.parametrize("key", sorted(engine._DEFAULTS))
+@pytest.mark.parametrize("key", sorted(_settings.DEFAULTS))
 def test_every_core_key_is_documented_with_its_default(key: str) -> None:
     rows = _core_rows()
 
     assert key in rows, f"docs/configuration.md has no row for [core] {key}"
     documented = re.match(r"`([^`]*)`", rows[key])
     assert documented is not None, f"[core] {key}: the default cell {rows[key]!r} has no `value`"
-    assert documented.group(1) == _default_text(engine._DEFAULTS[key])
+    assert documented.group(1) == _default_text(_settings.DEFAULTS[key])
 
 
-@pytest.mark.parametrize("key", [*sorted(engine._ROLE_HOOKS), "log_dir", "plugin_dir_list"])
+@pytest.mark.parametrize("key", [*sorted(engine.ROLE_HOOKS), "log_dir", "plugin_dir_list"])
 def test_every_core_plugin_list_and_path_is_documented(key: str) -> None:
     assert key in _core_rows(), f"docs/configuration.md has no row for [core] {key}"
 

@@ -31,8 +31,7 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from stoq_core._index import ENTRY_POINT_GROUP
-from stoq_core._index import refresh as refresh_entry_points
+from stoq_core import ENTRY_POINT_GROUP, refresh_entry_points
 from stoq_core.data_classes import (
     Error,
     Payload,
@@ -41,7 +40,7 @@ from stoq_core.data_classes import (
     RequestMeta,
     StoqResponse,
 )
-from stoq_core.engine import _FAILED, Stoq
+from stoq_core.engine import Stoq
 
 __all__ = [
     "HookOutcome",
@@ -140,17 +139,10 @@ def call_hook(stoq: Stoq, plugin_name: str, hook: str, *args: Any) -> HookOutcom
 
     Worker and dispatcher hooks given only a payload get a one-payload request around it.
     """
-    plugin = stoq.plugins.load(plugin_name)
     if hook in ("scan", "get_dispatches", "archive") and len(args) == 1:
         args = (args[0], Request([args[0]]))
-    errors: list[Error] = []
-    about = args[0].results if args and isinstance(args[0], Payload) else None
-
-    async def call() -> Any:
-        return await stoq._call(plugin, hook, args, errors, about)
-
-    value = asyncio.run(call())
-    return HookOutcome(None if value is _FAILED else value, errors)
+    value, errors = asyncio.run(stoq.call_plugin(plugin_name, hook, *args))
+    return HookOutcome(value, errors)
 
 
 @pytest.fixture

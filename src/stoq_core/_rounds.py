@@ -1,0 +1,501 @@
+"""The rounds of one request: which workers each payload gets, and what they extract.
+
+The flow is stoQ v3's (see ``spec/v3-behaviour.md``): in each round every scannable payload gets
+the always-dispatch workers and whatever the dispatchers pick; the workers of a round run
+concurrently; extracted payloads join the request and are scanned in the next round, until no
+work is left or ``max_recursion`` rounds have run. ``Rounds`` works with its ``Stoq``'s loaded
+plugins and call machinery; it is the engine's own part, not an API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
+from stoq_core import _budget
+from stoq_core._calls import FAILED, Waiting, cut, text_of
+from stoq_core._manager import LoadedPlugin
+from stoq_core.data_classes import (
+    DispatcherResponse,
+    Error,
+    ExtractedPayload,
+    Payload,
+    PayloadMeta,
+    PayloadResults,
+    Request,
+    WorkerResponse,
+)
+from stoq_core.exceptions import StoqException, StoqPluginException
+from stoq_core.helpers import check_results
+
+if TYPE_CHECKING:
+    from stoq_core.engine import Stoq
+
+__all__ = ["Rounds", "cap_errors"]
+
+
+class _DependencyError(Exception):
+    """A worker's ``required_workers`` cannot be satisfied (cycle, depth, or not loadable)."""
+
+
+class Rounds:
+    """The rounds of one ``scan_request``.
+
+    Every payload takes this path, so it is written for the common request (no dispatchers,
+    always-dispatch workers that require no others, nothing extracted): that case costs one
+    round with no helper calls, and everything else takes the general methods below.
+    """
+
+    __slots__ = (
+        "dropped",
+        "expirations",
+        "extracted_bytes",
+        "given_up",
+        "in_flight",
+        "pending",
+        "reported",
+        "request",
+        "seen",
+        "stoq",
+        "until",
+    )
+
+    def __init__(self, stoq: Stoq, request: Request, start: Sequence[str]) -> None:
+        self.stoq = stoq
+        self.request = request
+        # Workers owed to a payload next round: start dispatch, dispatch_to, deferred dependants.
+        self.pending: dict[Payload, list[str]] = {}
+        if start:
+            for payload in request.payloads:
+                if payload.results.payload_meta.should_scan:
+                    self.pending[payload] = list(start)
+        self.until = (
+            asyncio.get_running_loop().time() + stoq.deadline if stoq.deadline > 0 else None
+        )
+        self.extracted_bytes = 0  # the payloads kept
+        self.in_flight = 0  # what this round's workers charged while producing it
+        self.expirations = 0  # the watchdog's count when the round began
+        # Made when first needed (most requests need none of them):
+        self.seen: Optional[dict[str, Payload]] = None  # sha256 -> payload
+        self.given_up: Optional[set[tuple[int, str]]] = None  # (id(payload), plugin) not to retry
+        # Errors reported once per request: dispatcher errors, and workers that cannot load.
+        self.reported: Optional[set[tuple[Optional[str], ...]]] = None
+        # One Error per extraction limit, and how many payloads it dropped.
+        self.dropped: Optional[dict[str, tuple[Error, int]]] = None
+
+    async def run(self) -> None:
+        stoq = self.stoq
+        request = self.request
+        payloads = request.payloads
+        always = stoq.always_dispatch
+        simple = stoq._simple_workers
+        # Found there by charge_extracted_bytes; cleared after, or the request and this scan
+        # would hold each other (and every payload) until the garbage collector ran.
+        request._extraction = self
+        try:
+            for round_number in range(1, stoq.max_recursion + 1):
+                owed, self.pending = self.pending, {}
+                work: dict[tuple[Payload, str], LoadedPlugin] = {}
+                if stoq._dispatchers:
+                    scannable = [p for p in payloads if p.results.payload_meta.should_scan]
+                    picks = await self._dispatch(scannable)
+                    for payload, picked in zip(scannable, picks):
+                        for name in dict.fromkeys([*owed.get(payload, ()), *always, *picked]):
+                            self._schedule(payload, name, work)
+                else:
+                    given_up = self.given_up
+                    for payload in payloads:
+                        results = payload.results
+                        if not results.payload_meta.should_scan:
+                            continue
+                        extra = owed.get(payload)
+                        names = always if extra is None else dict.fromkeys([*extra, *always])
+                        ran = results.plugins_run["workers"]
+                        for name in names:
+                            worker = simple.get(name)
+                            if worker is None or given_up:
+                                self._schedule(payload, name, work)
+                            elif name not in ran:
+                                work[payload, name] = worker
+                if not work:
+                    return
+                if self.until is not None and asyncio.get_running_loop().time() >= self.until:
+                    request.errors.append(
+                        Error(
+                            f"request deadline ({stoq.deadline:g} s) reached before round "
+                            f"{round_number}: {len(work)} worker runs not started"
+                        )
+                    )
+                    return
+                known = len(payloads)
+                if len(work) == 1:
+                    # ``_call`` written out: most requests take this path, and most calls finish
+                    # without waiting, so they are spared a coroutine.
+                    (((payload, _), worker),) = work.items()
+                    results = payload.results
+                    self.expirations = stoq._watchdog.expirations
+                    outcome = stoq._start(
+                        worker, "scan", (payload, request), request.errors, results
+                    )
+                    if type(outcome) is Waiting:
+                        outcome = await stoq._finish(
+                            outcome, worker, "scan", request.errors, results, self.until
+                        )
+                    if self.in_flight:
+                        self._settle()
+                    self._take_worker(payload, worker, outcome, round_number)
+                else:
+                    pairs = list(work.items())
+                    self.expirations = stoq._watchdog.expirations
+                    outcomes = await stoq._call_each(
+                        [
+                            (worker, "scan", (payload, request), request.errors, payload.results)
+                            for (payload, _), worker in pairs
+                        ],
+                        self.until,
+                    )
+                    if self.in_flight:
+                        self._settle()
+                    for ((payload, _), worker), outcome in zip(pairs, outcomes):
+                        self._take_worker(payload, worker, outcome, round_number)
+                if not (self.pending or stoq._dispatchers or len(payloads) > known):
+                    # Every payload has had every always-dispatch worker and nothing new arrived:
+                    # another round would find no work, so skip building it.
+                    return
+        finally:
+            request._extraction = None
+
+    async def _dispatch(self, payloads: list[Payload]) -> list[list[str]]:
+        """The workers the dispatchers pick for each of ``payloads`` this round.
+
+        Dispatchers are asked every round (they may route on new results), so an error is
+        recorded once per payload, and a dispatcher that raised is not asked about it again.
+        """
+        stoq, request = self.stoq, self.request
+        asked = [
+            (payload, dispatcher)
+            for payload in payloads
+            for dispatcher in stoq._dispatchers.values()
+            if not self._gave_up(payload, dispatcher.name)
+        ]
+        errors: dict[Payload, list[Error]] = {payload: [] for payload in payloads}
+        outcomes = await stoq._call_each(
+            [
+                (dispatcher, "get_dispatches", (payload, request), errors[payload], payload.results)
+                for payload, dispatcher in asked
+            ]
+        )
+        picks: dict[Payload, list[str]] = {payload: [] for payload in payloads}
+        for (payload, dispatcher), outcome in zip(asked, outcomes):
+            if outcome is FAILED:
+                self._give_up(payload, dispatcher.name)
+            response = stoq._take(
+                outcome, DispatcherResponse, dispatcher, errors[payload], payload.results, {}
+            )
+            if response is not None:
+                picks[payload].extend(
+                    _names(
+                        response.plugin_names,
+                        "plugin_names",
+                        dispatcher.name,
+                        payload.results,
+                        errors[payload],
+                    )
+                )
+                payload.dispatch_meta[dispatcher.name] = response.meta
+        for payload in payloads:
+            for error in errors[payload]:
+                if self._first_report((error.error, error.plugin_name, error.payload_id)):
+                    request.errors.append(error)
+        return [picks[payload] for payload in payloads]
+
+    def _give_up(self, payload: Payload, plugin: str) -> None:
+        """Never ask ``plugin`` about ``payload`` again in this request."""
+        if self.given_up is None:
+            self.given_up = set()
+        self.given_up.add((id(payload), plugin))
+
+    def _gave_up(self, payload: Payload, plugin: str) -> bool:
+        return self.given_up is not None and (id(payload), plugin) in self.given_up
+
+    def _first_report(self, key: tuple[Optional[str], ...]) -> bool:
+        """True the first time ``key`` is reported in this request."""
+        if self.reported is None:
+            self.reported = set()
+        if key in self.reported:
+            return False
+        self.reported.add(key)
+        return True
+
+    def _schedule(
+        self, payload: Payload, name: str, work: dict[tuple[Payload, str], LoadedPlugin]
+    ) -> None:
+        """Add ``name`` (or, first, the required workers it still lacks) to this round's work."""
+        if name in payload.results.plugins_run["workers"] or self._gave_up(payload, name):
+            return
+        worker = self.stoq._simple_workers.get(name)
+        if worker is not None:  # the common case: a loaded worker that requires no other
+            work.setdefault((payload, name), worker)
+            return
+        try:
+            runnable = self._resolve(payload, name, (), 0)
+        except _DependencyError as exc:
+            self._give_up(payload, name)
+            self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
+            return
+        except StoqException as exc:  # not installed, failed to load, or not a worker
+            self._give_up(payload, name)
+            if self._first_report((name,)):
+                self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
+            return
+        if runnable[-1].name != name:
+            # Its required workers go first; it comes back next round.
+            self.pending.setdefault(payload, []).append(name)
+        for worker in runnable:
+            work.setdefault((payload, worker.name), worker)
+
+    def _resolve(
+        self, payload: Payload, name: str, chain: tuple[str, ...], depth: int
+    ) -> list[LoadedPlugin]:
+        """The workers to run now for ``name``: itself if its requirements have run, else theirs."""
+        stoq = self.stoq
+        if name in chain:
+            raise _DependencyError(
+                f"Circular required_workers dependency: {' -> '.join((*chain, name))}"
+            )
+        if depth > stoq.max_required_worker_depth:
+            raise _DependencyError(
+                f"Max required plugin depth ({stoq.max_required_worker_depth}) reached at {name!r} "
+                f"({' -> '.join(chain)})"
+            )
+        worker = stoq.plugins.load(name)
+        if "scan" not in worker.hooks:
+            raise StoqPluginException(
+                f"plugin {name!r} is not a worker: it does not implement 'scan'"
+            )
+        requires = worker.requirements() if worker.late else worker.required_workers
+        if not requires:
+            if not worker.late:  # a v3 plugin's required_workers may change: ask it each time
+                stoq._simple_workers[name] = worker
+            return [worker]
+        ran = payload.results.plugins_run["workers"]
+        missing = [r for r in sorted(requires) if r not in ran]
+        if not missing:
+            return [worker]
+        runnable: list[LoadedPlugin] = []
+        for required in missing:
+            try:
+                runnable.extend(self._resolve(payload, required, (*chain, name), depth + 1))
+            except StoqException as exc:
+                raise _DependencyError(
+                    f"required worker {required!r} of {name!r} is unavailable: {exc}"
+                ) from exc
+        return runnable
+
+    def _take_worker(
+        self, payload: Payload, worker: LoadedPlugin, outcome: Any, round_number: int
+    ) -> None:
+        results = payload.results
+        results.plugins_run["workers"].append(worker.name)
+        response = self.stoq._take(
+            outcome,
+            WorkerResponse,
+            worker,
+            self.request.errors,
+            results,
+            results.workers,
+        )
+        if response is None:
+            return
+        errors = self.request.errors
+        try:
+            if response.dispatch_to:
+                names = _names(response.dispatch_to, "dispatch_to", worker.name, results, errors)
+                self.pending.setdefault(payload, []).extend(names)
+            extracted = response.extracted
+            if type(extracted) is not list:
+                # An iterator may never end: read no more than a request may hold, plus one.
+                limit = self.stoq.max_payloads
+                extracted = list(itertools.islice(extracted, limit + 1))
+                if len(extracted) > limit:
+                    del extracted[limit:]
+                    errors.append(
+                        Error(
+                            f"extracted more than max_payloads ({limit}) payloads; the rest "
+                            "were not read",
+                            worker.name,
+                            results.payload_id,
+                        )
+                    )
+            for child in extracted:
+                self._add_extracted(payload, worker.name, child, round_number)
+        except Exception as exc:
+            # Whatever else a malformed response holds, it costs this worker's part, not the
+            # request (a bad object once lost the whole response).
+            errors.append(
+                Error(
+                    cut(
+                        f"returned a malformed WorkerResponse: {type(exc).__name__}: {text_of(exc)}",
+                        self.stoq.max_error_length,
+                    ),
+                    worker.name,
+                    results.payload_id,
+                )
+            )
+
+    def _add_extracted(
+        self, parent: Payload, worker: str, extracted: Any, round_number: int
+    ) -> None:
+        request = self.request
+        problem = _malformed(extracted)
+        if problem is not None:
+            request.errors.append(Error(problem, worker, parent.results.payload_id))
+            return
+        meta = extracted.payload_meta
+        if meta.extra_data:
+            # extra_data goes into the JSON as results do, so it is held to the same limit.
+            too_big = check_results(meta.extra_data, self.stoq.max_result_size)
+            if too_big is not None:
+                meta.extra_data = {}
+                request.errors.append(
+                    Error(
+                        f"an extracted payload's extra_data: {too_big}; extra_data dropped",
+                        worker,
+                        parent.results.payload_id,
+                    )
+                )
+        child = Payload(extracted.content, meta, [worker], [parent.results.payload_id])
+        if self.seen is None:
+            self.seen = {}
+            for payload in request.payloads:
+                self.seen.setdefault(payload.digest(), payload)
+        digest = child.digest()
+        twin = self.seen.get(digest)
+        if twin is not None:
+            twin.results.extracted_by.append(worker)
+            twin.results.extracted_from.append(parent.results.payload_id)
+            return
+        limit = self._over_budget(child)
+        if limit is not None:
+            self._drop(limit, parent, worker)
+            return
+        with _budget.LOCK:  # an abandoned call's thread may be charging in flight meanwhile
+            held = self.extracted_bytes + self.in_flight + child.results.size
+            if held <= self.stoq.max_extracted_bytes:
+                self.extracted_bytes += child.results.size
+        if held > self.stoq.max_extracted_bytes:
+            self._drop(
+                f"max_extracted_bytes ({self.stoq.max_extracted_bytes} bytes)", parent, worker
+            )
+            return
+        self.seen[digest] = child
+        request.payloads.append(child)
+        if round_number >= self.stoq.max_recursion:
+            request.errors.append(
+                Error(
+                    f"Final worker round ({round_number}) reached, unable to process payload",
+                    None,
+                    child.results.payload_id,
+                )
+            )
+        elif meta.should_scan and meta.dispatch_to:
+            names = _names(meta.dispatch_to, "dispatch_to", worker, child.results, request.errors)
+            meta.dispatch_to = names  # what the JSON shows, an iterator read once
+            self.pending.setdefault(child, []).extend(names)
+
+    def charge_in_flight(self, nbytes: int) -> None:
+        """A worker is producing ``nbytes`` for this request (``charge_extracted_bytes``)."""
+        limit = self.stoq.max_extracted_bytes
+        with _budget.LOCK:
+            held = self.extracted_bytes + self.in_flight
+            if held + nbytes > limit:
+                raise _budget.exceeded(limit, held, nbytes)
+            self.in_flight += nbytes
+
+    def budget_state(self) -> tuple[int, int]:
+        """``max_extracted_bytes``, and what the request's extractions hold now."""
+        return self.stoq.max_extracted_bytes, self.extracted_bytes + self.in_flight
+
+    def _settle(self) -> None:
+        """The round's calls have returned: give back what they charged while producing, as
+        the payloads they extracted are charged when kept. Not if the watchdog abandoned a
+        call meanwhile: its thread may still hold what it charged."""
+        if self.stoq._watchdog.expirations == self.expirations:
+            with _budget.LOCK:
+                self.in_flight = 0
+
+    def _over_budget(self, child: Payload) -> Optional[str]:
+        """The extraction limit ``child`` would break, described, or None."""
+        stoq, size = self.stoq, child.results.size
+        if size > stoq.max_payload_size:
+            return f"max_payload_size ({stoq.max_payload_size} bytes)"
+        if len(self.request.payloads) >= stoq.max_payloads:
+            return f"max_payloads ({stoq.max_payloads})"
+        return None
+
+    def _drop(self, limit: str, parent: Payload, worker: str) -> None:
+        # One Error per limit, its count kept current, so a bomb of a million members does
+        # not bury the response under a million identical errors.
+        if self.dropped is None:
+            self.dropped = {}
+        error, count = self.dropped.get(limit, (None, 0))
+        if error is None:
+            error = Error("", worker, parent.results.payload_id)
+            self.request.errors.append(error)
+        self.dropped[limit] = (error, count + 1)
+        error.error = f"{limit} exceeded: {count + 1} extracted payload(s) dropped"
+
+
+_MAX_NAMES = 1000  # worker names one response may ask for
+
+
+def _names(
+    names: Any, field: str, plugin: str, about: PayloadResults, errors: list[Error]
+) -> list[str]:
+    """The plugin names in ``names`` (a response's ``dispatch_to`` or ``plugin_names``); anything
+    that is not one is reported as ``plugin``'s error, not passed on to crash the request."""
+    if type(names) is not list:
+        names = list(itertools.islice(names, _MAX_NAMES + 1))
+    good = [name for name in names[:_MAX_NAMES] if type(name) is str and name]
+    if len(good) < len(names):
+        bad = [name for name in names[:_MAX_NAMES] if type(name) is not str or not name]
+        what = f"{len(bad)} item(s) that are not plugin names, e.g. {text_of(bad[0])[:80]!r}"
+        if len(names) > _MAX_NAMES:
+            what = f"more than {_MAX_NAMES} names" if not bad else what
+        errors.append(Error(f"{field} holds {what}; they were ignored", plugin, about.payload_id))
+    return good
+
+
+def _malformed(extracted: Any) -> Optional[str]:
+    """What is wrong with an item of a worker's ``extracted``, or None if it can be scanned."""
+    if type(extracted) is not ExtractedPayload and not isinstance(extracted, ExtractedPayload):
+        return f"extracted a {type(extracted).__name__}, expected ExtractedPayload"
+    content = extracted.content
+    if type(content) is not bytes:
+        try:
+            memoryview(content)
+        except TypeError:
+            return (
+                f"extracted a payload whose content is a {type(content).__name__}, expected bytes"
+            )
+    meta = extracted.payload_meta
+    if type(meta) is not PayloadMeta and not isinstance(meta, PayloadMeta):
+        return f"extracted a payload whose payload_meta is a {type(meta).__name__}, expected PayloadMeta"
+    if not isinstance(meta.extra_data, dict):
+        return (
+            f"extracted a payload whose extra_data is a {type(meta.extra_data).__name__}, "
+            "expected dict"
+        )
+    return None
+
+
+def cap_errors(errors: list[Error], limit: int) -> None:
+    """Keep the first ``limit`` errors and one saying how many more there were.
+
+    One request's plugins once filled a response with a million errors (192 MB of JSON).
+    """
+    dropped = len(errors) - limit
+    del errors[limit:]
+    errors.append(Error(f"{dropped} more error(s) dropped: max_errors ({limit}) reached"))
