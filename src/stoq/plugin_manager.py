@@ -13,19 +13,12 @@ from typing import Any, Optional
 
 from stoq_core._manager import PluginInfo, PluginManager
 from stoq_core.config import StoqConfigParser
+from stoq_core.plugins import HOOK_ROLES
 
 __all__ = ["StoqPluginManager"]
 
 # v3's list_plugins() named each plugin's roles by its base classes, without "Plugin".
-_ROLE_OF_HOOK = {
-    "scan": "Worker",
-    "get_dispatches": "Dispatcher",
-    "archive": "Archiver",
-    "get": "Archiver",
-    "save": "Connector",
-    "decorate": "Decorator",
-    "ingest": "Provider",
-}
+_ROLE_OF_HOOK = {hook: role.kind.capitalize() for hook, role in HOOK_ROLES.items()}
 
 
 class StoqPluginManager:

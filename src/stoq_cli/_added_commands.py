@@ -8,12 +8,12 @@ the import, or a copy of the help kept in the index that goes stale with every u
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
 import click
 
 from stoq_cli._errors import CliError
+from stoq_cli._home import entry_point_reader
 
 if TYPE_CHECKING:
     from stoq_core._index import PluginEntry
@@ -21,27 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["listed", "load"]
 
 
-def _index() -> ModuleType:
-    """``stoq_core._index``: importing it costs only the standard library, since the core's
-    ``__init__`` imports its parts on first use (the engine would cost 60-120 ms here, twice
-    what ``stoq --help`` takes)."""
-    from stoq_core import _index
-
-    return _index
-
-
-_index_named = False
-
-
 def _all_claims() -> dict[str, tuple[PluginEntry, ...]]:
-    global _index_named
-    index = _index()
-    if not _index_named:  # once: naming the file again would drop what was read from it
-        from stoq_cli._engine import StoqHome
-
-        index.use_index_file(StoqHome.from_environment().entry_point_index)
-        _index_named = True
-    claims: dict[str, tuple[PluginEntry, ...]] = index.command_entry_points()
+    claims: dict[str, tuple[PluginEntry, ...]] = entry_point_reader().command_entry_points()
     return claims
 
 

@@ -25,8 +25,8 @@ import threading
 from collections.abc import Iterable
 from typing import IO, Optional, TextIO
 
-from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers, config_path
 from stoq_cli._errors import CliError, OutputError
+from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers, config_path
 from stoq_cli._streams import check_destination, results_stream
 
 __all__ = ["child_arguments", "consumers_command"]

@@ -28,17 +28,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from stoq_cli._engine import StoqHome
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
-from stoq_cli._metadata import PluginRecord, installed_plugins, legacy_plugins
+from stoq_cli._home import StoqHome
+from stoq_cli._installed import PluginRecord, installed_plugins
+from stoq_cli._installed import v3_plugins as v3_plugins_in
+from stoq_core._index import ENTRY_POINT_GROUP  # the standard library only: cheap to import
 
 __all__ = ["V3Plugin", "install_command", "v3_plugins"]
 
 _PROJECT_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 _ARCHIVES = (".whl", ".tar.gz", ".zip", ".tgz", ".tar.bz2")
 _REQUIREMENTS = "requirements.txt"
-#: The entry-point group of a distribution that ships its plugins the stoQ 4 way.
-_ENTRY_POINT_GROUP = "stoq.plugins"
 # Folders of a source tree that hold no plugin to install (v3's setup.py excluded tests too).
 _NOT_PLUGINS = frozenset(
     ("__pycache__", "build", "dist", "node_modules", "site-packages", "test", "tests")
@@ -122,7 +122,7 @@ def _requirements(path: Path) -> Path | None:
 
 def _declares_entry_points(project: Path) -> bool:
     try:
-        return _ENTRY_POINT_GROUP in project.read_text(encoding="utf-8", errors="replace")
+        return ENTRY_POINT_GROUP in project.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False  # pip will say what is wrong with it
 
@@ -168,13 +168,14 @@ def install_command(specs: Sequence[str], upgrade: bool) -> int:
         home.prepare()  # plugins/ with an explicit mode: umask 002 would make it refused
     for target, plugin in targets.items():
         _copy(plugin.folder, target)
-        for record in sorted(legacy_plugins(target).values()):
+        for record in sorted(v3_plugins_in(target).values()):
             version = f" {record.version}" if record.version else ""
-            changes.append(f"installed plugin {record.name}{version} in {record.origin}")
+            problem = f" (a scan will not load it: {record.error})" if record.error else ""
+            changes.append(f"installed plugin {record.name}{version} in {record.origin}{problem}")
     if to_pip:
-        before = installed_plugins()
+        before = installed_plugins(fresh=True)
         _pip_install(to_pip, upgrade)
-        changes += _changes(before, installed_plugins())
+        changes += _changes(before, installed_plugins(fresh=True))
     for line in changes:
         print(line)
     if not changes:

@@ -20,6 +20,7 @@ import click
 
 __all__ = [
     "ContinuedOption",
+    "Invocation",
     "Seconds",
     "StoqCommand",
     "engine_options",
@@ -71,7 +72,7 @@ class StoqCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         continued: list[str] = []
         rewritten = _spell_out(args, self._continued_options(), self._value_options(), continued)
-        STATE.continued = continued
+        Invocation.of(ctx).continued = continued
         return super().parse_args(ctx, rewritten)
 
     def _continued_options(self) -> dict[str, ContinuedOption]:
@@ -358,24 +359,39 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
     return apply
 
 
-class _State:
-    """What the error handler needs to know about the command line it failed on."""
+# The key of the ``Invocation`` in ``ctx.meta``, which every context of one command line shares.
+_INVOCATION = f"{__name__}.invocation"
+
+
+class Invocation:
+    """What the error handler needs to know about the command line it failed on.
+
+    One per ``stoq`` run, kept in click's ``ctx.meta`` (``StoqGroup.main`` puts it there, and
+    keeps it to report a failure once click's contexts are gone).
+    """
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
         #: --log-level debug was given, or STOQ_DEBUG is set
         self.debug = os.environ.get("STOQ_DEBUG", "") not in ("", "0")
         self.continued: list[str] = []  #: words StoqCommand took as more option values
 
+    def remember(self, ctx: click.Context) -> None:
+        """Keep this invocation in ``ctx.meta`` for the options and commands under ``ctx``."""
+        ctx.meta[_INVOCATION] = self
 
-STATE = _State()
+    @classmethod
+    def of(cls, ctx: click.Context) -> Invocation:
+        """The invocation ``ctx`` belongs to (a new one for a command run outside ``stoq``)."""
+        found = ctx.meta.get(_INVOCATION)
+        if not isinstance(found, Invocation):
+            found = cls()
+            found.remember(ctx)
+        return found
 
 
 def remember_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Note ``--log-level debug`` (a failure then prints its traceback); return it upper-cased."""
     if value is None:
         return None
-    STATE.debug = value.lower() == "debug"
+    Invocation.of(ctx).debug = value.lower() == "debug"
     return value.upper()

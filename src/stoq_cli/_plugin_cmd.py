@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
-from stoq_cli._params import LOG_LEVELS, STATE, parse_plugin_opts, remember_log_level
+from stoq_cli._params import LOG_LEVELS, Invocation, parse_plugin_opts, remember_log_level
 
 if TYPE_CHECKING:
     from stoq_core import PluginInfo, Stoq
@@ -46,11 +46,14 @@ the plugin is 'pe_info' (stoq scan FILE -s pe_info), the distribution
 \b
 Hooks (--hooks, comma-separated or repeated; 'all' for every one):
   ingest, get, get_dispatches, scan, archive, decorate, save
+  and command (not a hook; not in 'all'): a 'stoq NAME' command of the
+  plugin's own, in commands.py, with its stoq.commands entry point and tests
 
 \b
 Examples
   stoq plugin new pe_info
   stoq plugin new mailbox --hooks ingest,save --dir ~/src
+  stoq plugin new peek --hooks scan,command
   cd stoq-plugin-pe-info && pip install -e '.[test]' && pytest
 """
 
@@ -87,7 +90,7 @@ def plugin_group() -> None:
     "hooks",
     multiple=True,
     metavar="HOOK[,HOOK...]",
-    help="The hooks to implement [default: scan].",
+    help="The hooks to implement, and 'command' for a command of its own [default: scan].",
 )
 @click.option(
     "--dir",
@@ -126,7 +129,7 @@ def new(name: str, hooks: tuple[str, ...], directory: Path, description: str) ->
         target = write_scaffold(scaffold, directory)
     except ScaffoldError as exc:
         raise CliError(str(exc)) from None
-    click.echo(f"created {target} ({scaffold.distribution}: {', '.join(scaffold.hooks)})")
+    click.echo(f"created {target} ({scaffold.distribution}: {', '.join(scaffold.parts)})")
     click.echo(f"next: cd {target} && pip install -e '.[test]' && pytest", err=True)
     return EXIT_OK
 
@@ -174,7 +177,7 @@ def check(
     log_level: Optional[str],
 ) -> int:
     """Load plugins as a scan would and say whether each loads, and if not why."""
-    from stoq_cli._engine import EngineOptions, StoqHome, build_stoq
+    from stoq_cli._home import EngineOptions, StoqHome, build_stoq
 
     options = EngineOptions.without_roles(
         plugin_opts=plugin_opts,
@@ -183,25 +186,26 @@ def check(
         log_level=log_level,
     )
     stoq = build_stoq(StoqHome.from_environment(), options, fresh=True)
+    debug = Invocation.of(click.get_current_context()).debug
     failed = 0
     for name in dict.fromkeys(names):
-        line, ok = _check_one(stoq, name)
+        line, ok = _check_one(stoq, name, debug)
         click.echo(line)
         failed += not ok
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _check_one(stoq: Stoq, name: str) -> tuple[str, bool]:
-    """One plugin's verdict line, and whether it loaded."""
+def _check_one(stoq: Stoq, name: str, debug: bool) -> tuple[str, bool]:
+    """One plugin's verdict line, and whether it loaded (``debug``: print a failure's traceback)."""
     from stoq_core import StoqException
     from stoq_core.hookspecs import HOOK_NAMES
 
     try:
         stoq.load_plugin(name)
     except StoqException as exc:
-        return _failure(name, exc), False
+        return _failure(name, exc, debug), False
     except Exception as exc:  # the core wraps plugin failures; anything else is a core bug
-        return _failure(name, exc, f"{type(exc).__name__}: "), False
+        return _failure(name, exc, debug, f"{type(exc).__name__}: "), False
     loaded = stoq.plugins.loaded[name]
     info: Optional[PluginInfo] = stoq.list_plugins().get(name)
     details = [f"version {info.version or '-'}" if info is not None else "version -"]
@@ -218,8 +222,8 @@ def _kind(info: PluginInfo) -> str:
     return "distribution" if info.kind == "entry point" else "plugin directory"
 
 
-def _failure(name: str, exc: BaseException, prefix: str = "") -> str:
-    if STATE.debug:
+def _failure(name: str, exc: BaseException, debug: bool, prefix: str = "") -> str:
+    if debug:
         import traceback  # only when a traceback is asked for: it costs ~15 ms to import
 
         traceback.print_exception(exc, file=sys.stderr)

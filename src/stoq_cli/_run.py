@@ -21,8 +21,8 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, Optional, TextIO
 
-from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, OutputError
+from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._output import ResponsePrinter
 from stoq_cli._streams import check_destination, results_stream
 from stoq_core import RunStats, Stoq, StoqResponse

@@ -5,7 +5,8 @@ The files are templates shipped with this package, under ``templates/plugin/``: 
 per hook, tests that pass as generated (through ``stoq_core.testing``), a README and
 ``py.typed``. Each template holds every hook's part; ``render`` keeps the parts of the hooks
 chosen and fills in the names, so any subset of hooks gives a module that imports exactly what
-it uses.
+it uses. A part that is not a hook, ``command``, adds a ``stoq NAME`` command of the plugin's
+own (``commands.py``, its ``stoq.commands`` entry point and its tests).
 
 The template syntax is ``string.Template``'s ``${name}`` (``$$`` for a dollar sign), plus lines
 that keep or drop what they mark by the hooks chosen::
@@ -18,7 +19,7 @@ that keep or drop what they mark by the hooks chosen::
     #% end
 
 Templates end in ``.tmpl``: before rendering they are not valid Python, and ruff and mypy check
-what they render to instead (tests/cli/test_cli_plugin_new.py, every hook and each alone).
+what they render to instead (tests/cli/test_cli_plugin_new.py: every subset of the parts).
 
 The examples that write and read files are safe to copy (issue 12): their directories default
 to ``$STOQ_HOME``, never to a fixed name in the shared temporary directory; files are created
@@ -39,6 +40,8 @@ from pathlib import Path
 from string import Template
 
 __all__ = [
+    "BUILTIN_COMMANDS",
+    "EXTRAS",
     "HOOK_ORDER",
     "PARTS",
     "Scaffold",
@@ -65,26 +68,39 @@ _ROLES = {
     "save": "connector",
 }
 
-#: The names a template's ``#% if`` may test: the hooks. A part that is not a hook (a plugin
-#: command, say) joins here and in ``parse_hooks``, and its files' blocks name it.
-PARTS = HOOK_ORDER
+#: The parts ``--hooks`` may name that are not hooks: ``command``, a ``stoq NAME`` command.
+#: ``all`` leaves them out: it means every hook, and a command is a name in every user's
+#: ``stoq --help`` (shared with every other installed plugin), which an author asks for by name.
+EXTRAS = ("command",)
 
-#: Each generated file: its template under ``templates/plugin/``, and its path in the project.
-_FILES = (
-    ("pyproject.toml.tmpl", "pyproject.toml"),
-    ("README.md.tmpl", "README.md"),
-    ("gitignore.tmpl", ".gitignore"),
-    ("package/__init__.py.tmpl", "src/${package}/__init__.py"),
-    ("package/plugin.py.tmpl", "src/${package}/plugin.py"),
-    ("package/py.typed.tmpl", "src/${package}/py.typed"),
-    ("tests/conftest.py.tmpl", "tests/conftest.py"),
-    ("tests/test_plugin.py.tmpl", "tests/test_plugin.py"),
+#: The names a template's ``#% if`` may test: the hooks, then the extras.
+PARTS = HOOK_ORDER + EXTRAS
+
+#: ``stoq``'s own commands (``StoqGroup``'s; a test holds them equal): a plugin command of one
+#: of these names is never run, since a built-in command keeps its name.
+BUILTIN_COMMANDS = ("install", "list", "plugin", "run", "scan")
+
+#: Each generated file: its template under ``templates/plugin/``, its path in the project, and
+#: the part it belongs to (``None``: every project has it).
+_FILES: tuple[tuple[str, str, str | None], ...] = (
+    ("pyproject.toml.tmpl", "pyproject.toml", None),
+    ("README.md.tmpl", "README.md", None),
+    ("gitignore.tmpl", ".gitignore", None),
+    ("package/__init__.py.tmpl", "src/${package}/__init__.py", None),
+    ("package/plugin.py.tmpl", "src/${package}/plugin.py", None),
+    ("package/commands.py.tmpl", "src/${package}/commands.py", "command"),
+    ("package/py.typed.tmpl", "src/${package}/py.typed", None),
+    ("tests/conftest.py.tmpl", "tests/conftest.py", None),
+    ("tests/test_plugin.py.tmpl", "tests/test_plugin.py", None),
+    ("tests/test_commands.py.tmpl", "tests/test_commands.py", "command"),
 )
 
 # Lowercase words of letters and digits joined by single '-' or '_', starting with a letter.
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 _PREFIXES = ("stoq-plugin-", "stoq_plugin_")
 _MAX_NAME = 60
+# The end of an unknown-hook error: what --hooks takes.
+_VALID = f"valid: {', '.join(HOOK_ORDER)}, or all; and {', '.join(EXTRAS)}"
 
 
 class ScaffoldError(ValueError):
@@ -121,27 +137,31 @@ def parse_name(text: str) -> str:
 def parse_hooks(values: Iterable[str]) -> tuple[str, ...]:
     """``('scan,get_dispatches', 'save')`` as hooks in scan order; ``('all',)`` is every hook.
 
-    :raises ScaffoldError: a name is not a hook (the message lists the valid ones).
+    An extra (``command``) may be named too: it follows the hooks, in ``PARTS`` order. ``all``
+    does not include it (see ``EXTRAS``).
+
+    :raises ScaffoldError: a name is not a hook or an extra (the message lists the valid
+        ones), or no hook is named: an extra belongs to a plugin.
     """
     chosen: set[str] = set()
     for value in values:
-        for part in value.split(","):
-            hook = part.strip()
-            if not hook:
+        for word in value.split(","):
+            part = word.strip()
+            if not part:
                 continue
-            if hook == "all":
+            if part == "all":
                 chosen.update(HOOK_ORDER)
                 continue
-            if hook not in HOOK_ORDER:
-                close = difflib.get_close_matches(hook, HOOK_ORDER, n=1)
+            if part not in PARTS:
+                close = difflib.get_close_matches(part, PARTS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ScaffoldError(
-                    f"unknown hook {hook!r}{hint} (valid: {', '.join(HOOK_ORDER)}, or all)"
-                )
-            chosen.add(hook)
-    if not chosen:
-        raise ScaffoldError(f"no hook given (valid: {', '.join(HOOK_ORDER)}, or all)")
-    return tuple(hook for hook in HOOK_ORDER if hook in chosen)
+                raise ScaffoldError(f"unknown hook {part!r}{hint} ({_VALID})")
+            chosen.add(part)
+    if not chosen.intersection(HOOK_ORDER):
+        extras = ",".join(extra for extra in EXTRAS if extra in chosen)
+        needs = f": {extras} belongs to a plugin, e.g. --hooks scan,{extras}" if extras else ""
+        raise ScaffoldError(f"no hook given{needs} ({_VALID})")
+    return tuple(part for part in PARTS if part in chosen)
 
 
 def core_requirement(core_version: str) -> str:
@@ -155,12 +175,38 @@ def core_requirement(core_version: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Scaffold:
-    """What a new plugin is: its name, hooks and the core range it declares."""
+    """What a new plugin is: its name, hooks, extras and the core range it declares.
+
+    ``hooks`` may be what ``parse_hooks`` returns, extras included: they are moved to
+    ``extras``, so ``hooks`` holds hooks alone (the plugin's ``info.hooks``).
+
+    :raises ScaffoldError: a command is asked for a name ``stoq`` keeps for its own command.
+    """
 
     name: str
     hooks: tuple[str, ...]
     requirement: str
     description: str = ""
+    extras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        parts = {*self.hooks, *self.extras}
+        unknown = sorted(parts.difference(PARTS))
+        if unknown:
+            raise ValueError(f"not hooks or extras: {', '.join(unknown)}")
+        # Frozen: set through object, once, so that every reader sees the split parts.
+        object.__setattr__(self, "hooks", tuple(h for h in HOOK_ORDER if h in parts))
+        object.__setattr__(self, "extras", tuple(e for e in EXTRAS if e in parts))
+        if "command" in self.extras and self.name in BUILTIN_COMMANDS:
+            raise ScaffoldError(
+                f"a plugin named {self.name!r} cannot add a command: 'stoq {self.name}' is "
+                "stoq's own; choose another name, or leave command out of --hooks"
+            )
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The hooks, then the extras: everything ``--hooks`` chose."""
+        return self.hooks + self.extras
 
     @property
     def distribution(self) -> str:
@@ -200,8 +246,10 @@ class Scaffold:
             "hooks": ", ".join(f"`{hook}`" for hook in self.hooks),
         }
         files: dict[str, str] = {}
-        for template, target in _FILES:
-            text = render(_read_template(template), self.hooks, values, name=template)
+        for template, target, part in _FILES:
+            if part is not None and part not in self.extras:
+                continue
+            text = render(_read_template(template), self.parts, values, name=template)
             # A formatter leaves prose alone, and a name or description can be long.
             files[Template(target).substitute(values)] = (
                 _fit_prose(text) if target.endswith(".py") else text
@@ -281,7 +329,7 @@ _LINE_IF = re.compile(r"[ \t]+#%[ \t]*if[ \t]+(.*?)[ \t]*$")
 def render(
     template: str, chosen: Collection[str], values: Mapping[str, str], *, name: str = "template"
 ) -> str:
-    """``template`` with the parts of the ``chosen`` hooks kept and ``${key}`` filled in.
+    """``template`` with the parts of the ``chosen`` hooks and extras kept, ``${key}`` filled in.
 
     ``#% if a b`` keeps what it marks when ``a`` or ``b`` is chosen (see the module's
     docstring); every name it tests must be one of ``PARTS``.

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from stoq_cli._engine import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
+from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._inputs import Input, collect, read_stdin
 from stoq_cli._output import ResponsePrinter
 from stoq_cli._streams import check_destination, results_stream

@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stoq_cli._engine import StoqHome
 from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from stoq_cli._home import StoqHome
 
 __all__ = [
     "EXIT_FAILED",

@@ -18,7 +18,7 @@ from typing import Any, NoReturn, Optional
 import click
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, OutputError
-from stoq_cli._params import STATE, StoqCommand, engine_options
+from stoq_cli._params import Invocation, StoqCommand, engine_options
 from stoq_cli._streams import flush_results, results_stream, silence_results, take_over
 
 __all__ = ["cli", "main"]
@@ -143,21 +143,23 @@ Examples
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from stoq_cli._engine import StoqHome
-    from stoq_cli._metadata import core_version, installed_plugins, legacy_plugins
+    from stoq_cli._home import StoqHome
+    from stoq_cli._installed import installed_plugins, v3_plugins
+    from stoq_core import __version__  # the distribution's version is read from this one
 
-    lines = [f"stoq-core {core_version()} (Python {sys.version.split()[0]})"]
+    lines = [f"stoq-core {__version__} (Python {sys.version.split()[0]})"]
     home_plugins = StoqHome.from_environment().plugins
     for title, plugins in (
         ("plugins", installed_plugins()),
-        (f"v3 plugins in {home_plugins}", legacy_plugins(home_plugins)),
+        (f"v3 plugins in {home_plugins}", v3_plugins(home_plugins)),
     ):
         if not plugins:
             continue
         lines.append(f"{title}:")
         width = max(len(name) for name in plugins)
         for name, record in sorted(plugins.items()):
-            lines.append(f"  {name:<{width}}  {record.version or '-':<10} {record.origin}")
+            line = f"  {name:<{width}}  {record.version or '-':<10} {record.origin}"
+            lines.append(line + (f"  error: {record.error}" if record.error else ""))
     if len(lines) == 1:
         lines.append("plugins: none installed")
     click.echo("\n".join(lines))
@@ -168,12 +170,23 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 _LAZY_COMMANDS = {"plugin": "stoq_cli._plugin_cmd:plugin_group"}
 
 
+class StoqContext(click.Context):
+    """A context that holds the run's ``Invocation`` from before any option is parsed."""
+
+    def __init__(self, *args: Any, invocation: Optional[Invocation] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if invocation is not None:
+            invocation.remember(self)
+
+
 class StoqGroup(click.Group):
     """The ``stoq`` group: every failure becomes one ``stoq: error: ...`` line and an exit code.
 
     Besides its own commands it offers those plugin distributions publish as ``stoq.commands``
     entry points; a built-in command keeps its name over a plugin's.
     """
+
+    context_class = StoqContext
 
     def _builtin_names(self, ctx: click.Context) -> set[str]:
         return {*super().list_commands(ctx), *_LAZY_COMMANDS}
@@ -224,19 +237,25 @@ class StoqGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        STATE.reset()
+        # Made here, not in a context, so that a failure is reported after the contexts closed.
+        invocation = Invocation()
         try:
             code = super().main(
-                args, prog_name or "stoq", complete_var, standalone_mode=False, **extra
+                args,
+                prog_name or "stoq",
+                complete_var,
+                standalone_mode=False,
+                invocation=invocation,
+                **extra,
             )
         except BaseException as exc:  # each kind is sorted out by _report
-            code = _report(exc)
+            code = _report(exc, invocation)
         if not isinstance(code, int):
             code = 0
         try:
             flush_results()  # so a full disk is an error and an exit code, not a lost result
         except (BrokenPipeError, OutputError) as exc:
-            code = code or _report(exc)
+            code = code or _report(exc, invocation)
             silence_results()
         if standalone_mode:
             sys.exit(code)
@@ -253,8 +272,14 @@ def _error(message: str) -> None:
     print(f"stoq: error: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
-def _report(exc: BaseException) -> int:
-    """Print ``exc`` for a user (one line; the traceback too with --log-level debug)."""
+def _report(exc: BaseException, invocation: Optional[Invocation] = None) -> int:
+    """Print ``exc`` for a user (one line; the traceback too with --log-level debug).
+
+    :param invocation: what the command line said (``--log-level debug``...); none given, only
+        ``STOQ_DEBUG``.
+    """
+    if invocation is None:
+        invocation = Invocation()
     if isinstance(exc, SystemExit):
         raise exc
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -276,7 +301,7 @@ def _report(exc: BaseException) -> int:
         return EXIT_FAILED
     if isinstance(exc, OutputError):
         silence_results()
-    if STATE.debug:
+    if invocation.debug:
         import traceback  # only when a traceback is asked for: it costs ~15 ms to import
 
         traceback.print_exception(exc, file=sys.stderr)
@@ -287,7 +312,7 @@ def _report(exc: BaseException) -> int:
     exceptions = sys.modules.get("stoq_core.exceptions")
     if exceptions is not None and isinstance(exc, exceptions.StoqException):
         message = str(exc)
-        hint = _file_hint(exc)
+        hint = _file_hint(exc, invocation.continued)
         _error(message + hint)
         return EXIT_USAGE
     if isinstance(exc, OSError):
@@ -296,14 +321,17 @@ def _report(exc: BaseException) -> int:
         return EXIT_USAGE
     if not isinstance(exc, Exception):
         raise exc
-    hint = "" if STATE.debug else " (--log-level debug or STOQ_DEBUG=1 shows the traceback)"
+    hint = "" if invocation.debug else " (--log-level debug or STOQ_DEBUG=1 shows the traceback)"
     _error(f"unexpected {type(exc).__name__}: {exc}{hint}")
     return EXIT_FAILED
 
 
-def _file_hint(exc: BaseException) -> str:
-    """When a word after ``-s NAME`` was taken as a plugin but is not one, say how to scan it."""
-    for word in STATE.continued:
+def _file_hint(exc: BaseException, continued: Sequence[str]) -> str:
+    """When a word after ``-s NAME`` was taken as a plugin but is not one, say how to scan it.
+
+    :param continued: the words taken as more plugin names (``Invocation.continued``).
+    """
+    for word in continued:
         if f"plugin {word!r} is not installed" in str(exc):
             return (
                 f"; {word!r} followed a plugin option, so it was read as a plugin name: "
@@ -354,7 +382,7 @@ def cli() -> None:
 )
 def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **engine: Any) -> int:
     """Scan files, directories or stdin and print each response as JSON."""
-    from stoq_cli._engine import EngineOptions
+    from stoq_cli._home import EngineOptions
     from stoq_cli._scan import scan_command
 
     return scan_command(files, EngineOptions(**engine), fmt, compact, allow_empty)
@@ -372,7 +400,7 @@ def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **e
 )
 def run(consumers: int, **engine: Any) -> int:
     """Scan what provider plugins queue until they finish (or Ctrl-C)."""
-    from stoq_cli._engine import EngineOptions
+    from stoq_cli._home import EngineOptions
     from stoq_cli._run import run_command
 
     if consumers > 1:
@@ -382,22 +410,42 @@ def run(consumers: int, **engine: Any) -> int:
     return run_command(EngineOptions(**engine))
 
 
+class ListCommand(click.Command):
+    """``stoq list``, whose help shows each hook's role from the core's table
+    (``stoq_core.plugins.ROLES``), imported only when the help is shown."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The columns, each hook with its role, then the examples."""
+        from stoq_core.plugins import ROLES
+
+        super().format_epilog(ctx, formatter)
+        width = max(len(role.hook) for role in ROLES) + 2
+        roles = "".join(f"\n  {role.hook:<{width}}{role.name}" for role in ROLES)
+        for text in (f"\b\nHooks and the role a plugin plays through each{roles}", _LIST_EXAMPLES):
+            formatter.write_paragraph()
+            with formatter.indentation():
+                formatter.write_text(text)
+
+
+_LIST_EXAMPLES = """\
+\b
+Examples
+  stoq list
+  stoq list --json | jq -r '.[] | select(.error) | .name'
+"""
+
+
 @cli.command(
     "list",
+    cls=ListCommand,
     context_settings=_CONTEXT,
     epilog="""\
 \b
 Columns: the plugin's name (what -s, -C... take), its version, where it comes
 from (a distribution, or the plugin directory of a v3 plugin), the hooks it
-implements (scan: worker, get_dispatches: dispatcher, archive/get: archiver,
-save: connector, decorate: decorator, ingest: provider) and its description.
-A plugin that cannot be imported is listed with its error. Listing imports each
-plugin's module (not its dependencies' work), to find its hooks.
-
-\b
-Examples
-  stoq list
-  stoq list --json | jq -r '.[] | select(.error) | .name'
+implements (below) and its description. A plugin that cannot be imported is
+listed with its error. Listing imports each plugin's module (not its
+dependencies' work), to find its hooks.
 """,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plugins instead.")
@@ -411,7 +459,7 @@ Examples
 )
 def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
     """List installed plugins: name, version, origin, hooks, description."""
-    from stoq_cli._engine import EngineOptions, StoqHome, build_stoq
+    from stoq_cli._home import EngineOptions, StoqHome, build_stoq
     from stoq_cli._output import print_plugins
 
     options = EngineOptions.without_roles(plugin_dirs=plugin_dirs)

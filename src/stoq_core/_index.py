@@ -198,7 +198,9 @@ def _write(fingerprint: list[Any], entries: dict[str, Entries]) -> None:
     folder, name = os.path.split(_index_file)
     temporary = os.path.join(folder, f".{name}.{os.getpid()}")
     try:
-        os.makedirs(folder or ".", exist_ok=True)
+        # 0o755, not the umask's mode: under umask 002 a group-writable home would have its
+        # v3 plugins refused.
+        os.makedirs(folder or ".", mode=0o755, exist_ok=True)
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(saved))
         os.replace(temporary, _index_file)

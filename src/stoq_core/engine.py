@@ -34,21 +34,11 @@ from stoq_core.data_classes import (
     subresponse_results,
 )
 from stoq_core.exceptions import StoqException, StoqPluginException
+from stoq_core.plugins import PLUGIN_LIST_HOOKS as ROLE_HOOKS
 
 __all__ = ["RunStats", "Stoq"]
 
 _UNSET: Any = object()
-
-# The hook each role calls, for the error raised when a named plugin cannot play its role.
-ROLE_HOOKS = {
-    "providers": "ingest",
-    "source_archivers": "get",
-    "dest_archivers": "archive",
-    "connectors": "save",
-    "dispatchers": "get_dispatches",
-    "decorators": "decorate",
-    "always_dispatch": "scan",
-}
 
 
 class Stoq(Providers):

@@ -9,12 +9,15 @@ may be combined (v3's multiclass plugins).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from stoq_core.config import StoqConfigParser
 from stoq_core.hookspecs import HOOK_NAMES
 
 __all__ = [
+    "HOOK_ROLES",
+    "PLUGIN_LIST_HOOKS",
+    "ROLES",
     "ROLE_HOOKS",
     "ArchiverPlugin",
     "BasePlugin",
@@ -22,9 +25,39 @@ __all__ = [
     "DecoratorPlugin",
     "DispatcherPlugin",
     "ProviderPlugin",
+    "Role",
     "WorkerPlugin",
     "role_hooks",
 ]
+
+
+class Role(NamedTuple):
+    """One part a plugin plays in a scan, and the hook the engine calls it through."""
+
+    hook: str  #: the hook the engine calls
+    kind: str  #: what a plugin implementing it is called: ``worker``, ``archiver``...
+    name: str  #: this use of the kind, as the docs say it: ``source archiver``...
+    #: The ``Stoq`` argument and stoq.cfg ``[core]`` option that name such plugins.
+    plugin_list: str
+
+
+#: Every role, in the order a scan meets them (``hookspecs.HOOK_NAMES``): the one table the
+#: engine, the plugin bases, ``stoq list`` and ``stoq plugin new`` read roles and hooks from.
+ROLES: tuple[Role, ...] = (
+    Role("ingest", "provider", "provider", "providers"),
+    Role("get", "archiver", "source archiver", "source_archivers"),
+    Role("get_dispatches", "dispatcher", "dispatcher", "dispatchers"),
+    Role("scan", "worker", "worker", "always_dispatch"),
+    Role("archive", "archiver", "destination archiver", "dest_archivers"),
+    Role("decorate", "decorator", "decorator", "decorators"),
+    Role("save", "connector", "connector", "connectors"),
+)
+
+#: Each hook's role, by hook name.
+HOOK_ROLES: dict[str, Role] = {role.hook: role for role in ROLES}
+
+#: The hook a plugin must implement to be named in each plugin list (``connectors``: ``save``).
+PLUGIN_LIST_HOOKS: dict[str, str] = {role.plugin_list: role.hook for role in ROLES}
 
 
 class BasePlugin:
@@ -77,12 +110,15 @@ class ProviderPlugin(BasePlugin):
 #: The hooks each v3 role supplies. A subclass's method named like a hook is taken as that hook
 #: only if one of its roles supplies it: a worker's helper ``def get(self, url)`` is not ``get``.
 ROLE_HOOKS: dict[type[BasePlugin], tuple[str, ...]] = {
-    WorkerPlugin: ("scan",),
-    DispatcherPlugin: ("get_dispatches",),
-    ArchiverPlugin: ("archive", "get"),
-    ConnectorPlugin: ("save",),
-    DecoratorPlugin: ("decorate",),
-    ProviderPlugin: ("ingest",),
+    base: tuple(role.hook for role in ROLES if role.kind == kind)
+    for base, kind in (
+        (WorkerPlugin, "worker"),
+        (DispatcherPlugin, "dispatcher"),
+        (ArchiverPlugin, "archiver"),
+        (ConnectorPlugin, "connector"),
+        (DecoratorPlugin, "decorator"),
+        (ProviderPlugin, "provider"),
+    )
 }
 
 

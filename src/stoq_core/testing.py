@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from stoq_core import ENTRY_POINT_GROUP, refresh_entry_points
+from stoq_core import ENTRY_POINT_GROUP, hookspecs, refresh_entry_points
 from stoq_core.data_classes import (
     Error,
     Payload,
@@ -134,12 +135,21 @@ class HookOutcome:
     errors: list[Error]
 
 
+def _takes_a_request(hook: str) -> bool:
+    """Whether ``hook``'s spec ends with a ``request`` (``scan``, ``get_dispatches``, ``archive``).
+
+    Read from the hookspecs, so this never lists the hooks again.
+    """
+    spec = getattr(hookspecs, hook, None)
+    return callable(spec) and list(inspect.signature(spec).parameters)[-1:] == ["request"]
+
+
 def call_hook(stoq: Stoq, plugin_name: str, hook: str, *args: Any) -> HookOutcome:
     """Call one hook of one plugin the way the engine does, errors and time limits included.
 
     Worker and dispatcher hooks given only a payload get a one-payload request around it.
     """
-    if hook in ("scan", "get_dispatches", "archive") and len(args) == 1:
+    if len(args) == 1 and _takes_a_request(hook):
         args = (args[0], Request([args[0]]))
     value, errors = asyncio.run(stoq.call_plugin(plugin_name, hook, *args))
     return HookOutcome(value, errors)

@@ -256,11 +256,9 @@ def test_an_unknown_log_level(invoke: Invoke, sample: Path) -> None:
 def test_an_unexpected_failure_is_one_line_with_a_hint(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stoq_cli._params import STATE
     from stoq_cli.main import _report
 
     monkeypatch.delenv("STOQ_DEBUG", raising=False)
-    STATE.reset()
     code = _report(RuntimeError("something nobody planned for"))
 
     assert code == 1

@@ -27,7 +27,17 @@ from cli_support import StoqRunner
 
 import stoq_core
 from stoq_cli import _scaffold
-from stoq_cli._scaffold import HOOK_ORDER, Scaffold, core_requirement, render, write_scaffold
+from stoq_cli._scaffold import (
+    BUILTIN_COMMANDS,
+    HOOK_ORDER,
+    PARTS,
+    Scaffold,
+    ScaffoldError,
+    core_requirement,
+    parse_hooks,
+    render,
+    write_scaffold,
+)
 from stoq_core.hookspecs import HOOK_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,9 +80,11 @@ def _publish(project: Path, site: Path) -> None:
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
     )
-    points = meta["entry-points"]["stoq.plugins"]
-    lines = "".join(f"{name} = {target}\n" for name, target in points.items())
-    (info / "entry_points.txt").write_text(f"[stoq.plugins]\n{lines}")
+    groups = "".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
+        for group, points in meta["entry-points"].items()
+    )
+    (info / "entry_points.txt").write_text(groups)
 
 
 def _run_generated_tests(project: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -81,7 +93,7 @@ def _run_generated_tests(project: Path, tmp_path: Path) -> subprocess.CompletedP
     env = _clean_env()
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(project / "src")])
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests"],
         cwd=project,
         env=env,
         capture_output=True,
@@ -183,6 +195,100 @@ def test_new_leaves_no_staging_directory_behind(stoq: StoqRunner) -> None:
     assert [p.name for p in stoq.cwd.iterdir()] == ["stoq-plugin-nulcount"]
 
 
+def test_new_with_the_command_part_writes_a_command_its_entry_point_and_tests(
+    stoq: StoqRunner,
+) -> None:
+    project = _new(stoq, "nulcount", "--hooks", "command,scan")
+
+    meta = _pyproject(project)["project"]
+    assert meta["entry-points"]["stoq.commands"] == {
+        "nulcount": "stoq_plugin_nulcount.commands:preview"
+    }
+    assert "click>=8.1" in meta["dependencies"]
+    commands = (project / "src" / "stoq_plugin_nulcount" / "commands.py").read_text()
+    assert "from stoq_cli.commands import (" in commands
+    assert "config_section(SECTION)" in commands and 'SECTION = "nulcount"' in commands
+    assert "raise CliError(" in commands
+    assert (project / "tests" / "test_commands.py").is_file()
+    assert "## Its command\n\n    stoq nulcount FILE..." in (project / "README.md").read_text()
+
+
+def test_the_command_part_is_not_a_hook_of_the_plugin() -> None:
+    requirement = core_requirement(stoq_core.__version__)
+    alone = Scaffold(name="nulcount", hooks=("scan",), requirement=requirement).files()
+    both = Scaffold(name="nulcount", hooks=("scan", "command"), requirement=requirement).files()
+
+    # The plugin and its tests (info.hooks == ["scan"]) are those of the hooks alone.
+    for path in ("src/stoq_plugin_nulcount/plugin.py", "tests/test_plugin.py"):
+        assert both[path] == alone[path]
+    assert "hooks `scan`, and needs" in both["README.md"]
+
+
+def test_new_without_the_command_part_writes_no_command(stoq: StoqRunner) -> None:
+    project = _new(stoq, "nulcount", "--hooks", "all")
+
+    meta = _pyproject(project)["project"]
+    assert list(meta["entry-points"]) == ["stoq.plugins"]
+    assert meta["dependencies"] == [f"stoq-core>={MAJOR},<{MAJOR + 1}"]
+    assert not (project / "src" / "stoq_plugin_nulcount" / "commands.py").exists()
+    assert not (project / "tests" / "test_commands.py").exists()
+    assert "stoq nulcount" not in (project / "README.md").read_text()
+
+
+def test_parse_hooks_puts_the_command_after_the_hooks_and_all_leaves_it_out() -> None:
+    assert parse_hooks(["command,save", "scan"]) == ("scan", "save", "command")
+    assert parse_hooks(["all"]) == HOOK_ORDER
+    assert parse_hooks(["all,command"]) == (*HOOK_ORDER, "command")
+
+
+def test_parse_hooks_suggests_the_command_part_and_lists_it_as_valid() -> None:
+    with pytest.raises(ScaffoldError) as raised:
+        parse_hooks(["scan,comand"])
+
+    assert str(raised.value).startswith("unknown hook 'comand'; did you mean 'command'?")
+    assert str(raised.value).endswith("or all; and command)")
+
+
+def test_a_scaffold_sorts_the_parts_it_is_given_into_hooks_and_extras() -> None:
+    scaffold = Scaffold(name="x", hooks=("command", "save", "scan"), requirement="stoq-core")
+
+    assert scaffold.hooks == ("scan", "save")
+    assert scaffold.extras == ("command",)
+    assert scaffold.parts == ("scan", "save", "command")
+
+
+def test_new_refuses_a_command_without_a_hook_in_one_line(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "nulcount", "--hooks", "command")
+
+    assert done.code == 2
+    [line] = done.err.strip().splitlines()
+    assert line.startswith("stoq: error: no hook given: command belongs to a plugin")
+    assert "--hooks scan,command" in line
+    assert not list(stoq.cwd.iterdir())
+
+
+def test_new_refuses_a_command_named_as_a_builtin_command(stoq: StoqRunner) -> None:
+    done = stoq("plugin", "new", "scan", "--hooks", "scan,command")
+
+    assert done.code == 2
+    [line] = done.err.strip().splitlines()
+    assert line.startswith("stoq: error: a plugin named 'scan' cannot add a command")
+    assert not list(stoq.cwd.iterdir())
+    # Without a command the name is free: 'stoq scan FILE -s scan' is unambiguous.
+    assert stoq("plugin", "new", "scan").code == 0
+
+
+def test_the_scaffold_knows_the_builtin_commands() -> None:
+    import click
+
+    from stoq_cli.main import cli
+
+    builtin = cli._builtin_names(click.Context(cli))  # type: ignore[attr-defined]
+    assert set(BUILTIN_COMMANDS) == builtin
+    with pytest.raises(ScaffoldError):
+        Scaffold(name="plugin", hooks=("scan", "command"), requirement="stoq-core")
+
+
 def test_the_scaffold_knows_every_hook_in_the_cores_order() -> None:
     from stoq_cli._scaffold import HOOK_ORDER
 
@@ -254,17 +360,18 @@ def test_new_refuses_a_dir_option_that_is_a_file(stoq: StoqRunner) -> None:
 # -- the generated tests pass ------------------------------------------------------------------
 
 
-def test_the_generated_tests_of_a_plugin_with_every_hook_pass(
+def test_the_generated_tests_of_a_plugin_with_every_hook_and_a_command_pass(
     stoq: StoqRunner, tmp_path: Path
 ) -> None:
-    project = _new(stoq, "everything", "--hooks", "all")
+    project = _new(stoq, "everything", "--hooks", "all,command")
 
     result = _run_generated_tests(project, tmp_path)
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    # One test per hook at least, plus the entry-point test.
-    passed = int(re.search(r"(\d+) passed", result.stdout).group(1))  # type: ignore[union-attr]
-    assert passed >= len(HOOK_NAMES) + 1
+    # One test per hook at least, plus the entry-point test; and the command's, through stoq.
+    passed = re.findall(r"^tests/(test_\w+)\.py::\w+ PASSED", result.stdout, re.MULTILINE)
+    assert passed.count("test_plugin") >= len(HOOK_NAMES) + 1
+    assert passed.count("test_commands") == 4
 
 
 # A child pytest per plugin costs seconds; the plugin with every hook covers the examples
@@ -299,14 +406,17 @@ def _tool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_generated_code_passes_ruff_with_its_default_settings(stoq: StoqRunner) -> None:
-    _new(stoq, "everything", "--hooks", "all")
-    # Every other subset of hooks, written in-process (127 child processes would take long),
-    # and each hook alone under a name of the longest length allowed.
-    for size in range(1, len(HOOK_ORDER)):
-        for hooks in itertools.combinations(HOOK_ORDER, size):
-            _write(stoq.cwd, "x_" + "_".join(hooks), hooks)
+    _new(stoq, "everything", "--hooks", "all,command")
+    # Every other subset of the parts with a hook in it, written in-process (253 child
+    # processes would take long), and each part alone (command with scan) under a name of
+    # the longest length allowed.
+    for size in range(1, len(PARTS)):
+        for parts in itertools.combinations(PARTS, size):
+            if set(parts) & set(HOOK_ORDER):
+                _write(stoq.cwd, "x_" + "_".join(parts), parts)
     for hook in HOOK_ORDER:
         _write(stoq.cwd, hook[0] * (60 - len(hook) - 1) + "_" + hook, (hook,))
+    _write(stoq.cwd, "c" * 52 + "_command", ("scan", "command"))
 
     checked = _tool(
         "ruff", "check", "--isolated", "--select", _RUFF_RULES, "--target-version", "py310",
@@ -320,7 +430,9 @@ def test_the_generated_code_passes_ruff_with_its_default_settings(stoq: StoqRunn
     assert formatted.returncode == 0, formatted.stdout[-4000:] + formatted.stderr[-2000:]
 
 
-@pytest.mark.parametrize("hooks", ["all", "decorate"])
+# Every hook and the command (commands.py and its tests do not vary with the hooks), and the
+# hook whose module imports least.
+@pytest.mark.parametrize("hooks", ["all,command", "decorate"])
 def test_the_generated_package_and_tests_pass_mypy_strict(
     stoq: StoqRunner, tmp_path: Path, hooks: str
 ) -> None:
@@ -337,6 +449,7 @@ def test_the_generated_package_and_tests_pass_mypy_strict(
 
 
 def _write(parent: Path, name: str, hooks: tuple[str, ...]) -> Path:
+    # Scaffold takes what parse_hooks gives, extras included.
     scaffold = Scaffold(name=name, hooks=hooks, requirement=core_requirement(stoq_core.__version__))
     return write_scaffold(scaffold, parent)
 
@@ -348,7 +461,7 @@ def test_every_template_file_is_rendered_into_the_project() -> None:
     shipped = resources.files("stoq_cli") / "templates" / "plugin"
     found = sorted(_template_files(shipped))
 
-    assert found == sorted(template for template, _ in _scaffold._FILES)
+    assert found == sorted(template for template, _, _ in _scaffold._FILES)
 
 
 def _template_files(folder: Any, prefix: str = "") -> list[str]:
@@ -425,6 +538,32 @@ def _run_stoq(
         timeout=RUN_TIMEOUT,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_a_generated_command_is_a_stoq_command_once_installed(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    project = _new(stoq, "peek", "--hooks", "scan,command")
+    env = _with_plugin(stoq, project, tmp_path)
+    sample = tmp_path / "sample.bin"
+    sample.write_bytes(b"\x00\x01\x02\x03\x04")
+    stoq.home.mkdir()
+    (stoq.home / "stoq.cfg").write_text("[peek]\npreview_bytes = 3\n")
+
+    listed = _run_stoq(stoq, env, "--help")
+    done = _run_stoq(stoq, env, "peek", str(sample))
+    (stoq.home / "stoq.cfg").write_text("[peek]\npreview_bytes = -3\n")
+    refused = _run_stoq(stoq, env, "peek", str(sample))
+
+    assert "peek" in listed.stdout.split("Plugin commands:")[1]
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"path": str(sample), "preview": "000102"}
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "stoq: error: preview_bytes in the [peek] section of stoq.cfg must be a whole "
+        "number of bytes, not '-3'"
+    ]
 
 
 def test_a_generated_archiver_and_connector_keep_their_files_in_stoq_home(
@@ -577,7 +716,7 @@ def test_a_generated_plugin_installs_passes_its_tests_and_scans(
     _run([python, "-m", "pip", "install", "--quiet", core], tmp_path, 600)
     # Written by the installed core: its wheel must carry the templates.
     home = tmp_path / "home"
-    new = [venv / "bin" / "stoq", "plugin", "new", "everything", "--hooks", "all"]
+    new = [venv / "bin" / "stoq", "plugin", "new", "everything", "--hooks", "all,command"]
     _run(new, stoq.cwd, 120, STOQ_HOME=str(home))
     project = _project(stoq, "everything")
     plugin = _build_wheel(project, wheels)
@@ -605,3 +744,11 @@ def test_a_generated_plugin_installs_passes_its_tests_and_scans(
         [venv / "bin" / "stoq", "plugin", "check", "everything"], tmp_path, 120, STOQ_HOME=str(home)
     )
     assert checked.stdout.startswith("everything: ok (version 0.1.0; distribution ")
+    # The plugin's own command, through the entry point pip installed.
+    command = _run(
+        [venv / "bin" / "stoq", "everything", sample], tmp_path, 120, STOQ_HOME=str(home)
+    )
+    assert json.loads(command.stdout) == {
+        "path": str(sample),
+        "preview": b"hello from a new plugin"[:16].hex(),
+    }

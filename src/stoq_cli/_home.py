@@ -1,8 +1,12 @@
-"""``$STOQ_HOME`` and the ``Stoq`` engine a command line asks for.
+"""Resolving ``$STOQ_HOME``, and building the ``Stoq`` a command's parsed options ask for.
 
-``$STOQ_HOME`` (default ``~/.stoq``) holds ``stoq.cfg``, ``plugins/`` (v3 plugin directories) and
-``logs/``. It need not exist: it is created on first use when it can be, and a home that cannot be
-written only turns the file log off.
+``$STOQ_HOME`` (default ``~/.stoq``) holds ``stoq.cfg``, ``plugins/`` (v3 plugin directories),
+``logs/`` and ``cache/``. It need not exist: it is created on first use when it can be, and a home
+that cannot be written only turns the file log off.
+
+What is installed is read only through the core's own readers (``stoq_core._index`` for entry
+points, ``stoq_core._legacy.discover`` for ``.stoq`` files), so ``stoq --version``, ``stoq list``
+and a scan cannot disagree about a home.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_cli._errors import CliError
@@ -21,7 +26,14 @@ from stoq_cli._errors import CliError
 if TYPE_CHECKING:
     from stoq_core import RequestMeta, Stoq
 
-__all__ = ["EngineOptions", "StoqHome", "build_stoq"]
+__all__ = [
+    "EngineOptions",
+    "StoqHome",
+    "build_stoq",
+    "check_workers",
+    "config_path",
+    "entry_point_reader",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +81,29 @@ class StoqHome:
         except OSError:
             return False
         return os.access(self.logs, os.W_OK)
+
+
+_index_named = False
+
+
+def entry_point_reader() -> ModuleType:
+    """``stoq_core._index`` reading the home's entry-point index, as a scan reads it.
+
+    Importing it costs only the standard library (the core's ``__init__`` imports its parts on
+    first use), so ``stoq --help`` and ``stoq --version`` can read plugins the way a scan does
+    without paying for the engine (60-120 ms).
+    """
+    global _index_named
+    from stoq_core import _index
+
+    if not _index_named:  # once: naming the file again would drop what was read from it
+        home = StoqHome.from_environment()
+        # Only in a home made by ``prepare``: writing the index would create it with the
+        # umask's modes, and a group-writable home has its v3 plugins refused.
+        if home.path.is_dir():
+            _index.use_index_file(home.entry_point_index)
+        _index_named = True
+    return _index
 
 
 @dataclasses.dataclass(frozen=True)
