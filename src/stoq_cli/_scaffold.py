@@ -39,6 +39,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from stoq_core.plugins import ROLES
+
 __all__ = [
     "BUILTIN_COMMANDS",
     "EXTRAS",
@@ -55,18 +57,10 @@ __all__ = [
 
 #: The hooks a plugin can implement, in the order a scan meets them (``hookspecs.HOOK_NAMES``;
 #: a test holds them equal). Spelled out so that writing files needs nothing of the core.
-HOOK_ORDER = ("ingest", "get", "get_dispatches", "scan", "archive", "decorate", "save")
+HOOK_ORDER = tuple(role.hook for role in ROLES)
 
 #: What each hook's example is, for the generated summary line.
-_ROLES = {
-    "ingest": "provider",
-    "get": "source archiver",
-    "get_dispatches": "dispatcher",
-    "scan": "worker",
-    "archive": "destination archiver",
-    "decorate": "decorator",
-    "save": "connector",
-}
+_ROLES = {role.hook: role.name for role in ROLES}
 
 #: The parts ``--hooks`` may name that are not hooks: ``command``, a ``stoq NAME`` command.
 #: ``all`` leaves them out: it means every hook, and a command is a name in every user's
