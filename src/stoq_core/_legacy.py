@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import builtins
 import configparser
-import hashlib
-import importlib.abc
+import dataclasses
 import importlib.machinery
 import importlib.util
 import inspect
@@ -31,29 +30,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
-
-import attrs
+from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_core._legacy_yara import yara_for_v3
 from stoq_core._trust import ALLOW_UNSAFE_VARIABLE, REMEDY, Trust, unsafe_allowed
 from stoq_core.config import section_values
 from stoq_core.exceptions import StoqPluginException
-from stoq_core.hookspecs import HOOK_NAMES
-from stoq_core.plugins import ROLE_HOOKS as _ROLE_HOOKS
-from stoq_core.plugins import BasePlugin
+
+if TYPE_CHECKING:
+    import importlib.abc
+
+    from stoq_core.plugins import BasePlugin
 
 __all__ = ["LegacyPlugin", "discover", "is_newer_version", "load_class", "module_name"]
 
 log = logging.getLogger("stoq.plugins")
 
-_BASES = frozenset((BasePlugin, *_ROLE_HOOKS))
 
 # The module file beside the .stoq file; v3 also ran compiled-only plugins.
 _MODULE_SUFFIXES = (".py", ".pyc")
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class LegacyPlugin:
     """One plugin found in a plugin directory."""
 
@@ -105,7 +103,7 @@ def discover(directories: Iterable[str | Path]) -> tuple[dict[str, LegacyPlugin]
             if problem is None and trust is not None:
                 problem = trust.plugin_files(plugin.stoq_file, plugin.module_file)
             if problem is not None:
-                plugin = attrs.evolve(plugin, untrusted=problem)
+                plugin = dataclasses.replace(plugin, untrusted=problem)
             _note_override(found.get(plugin.name), plugin)
             found[plugin.name] = plugin
     return found, broken
@@ -387,6 +385,8 @@ def module_name(plugin: LegacyPlugin) -> str:
 
 def _package_name(folder: Path) -> str:
     real = os.path.realpath(folder)
+    import hashlib  # here: listing plugins (``stoq --version``) never needs it
+
     digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:12]
     label = re.sub(r"\W", "_", os.path.basename(real)) or "root"
     return f"{_NAMESPACE}.{label}_{digest}"
@@ -523,12 +523,16 @@ def _sibling(
 
 def _plugin_class(plugin: LegacyPlugin, module: ModuleType) -> type[BasePlugin]:
     # Any plugin class the module holds counts, imported ones too (v3 looked at every member), but
-    # not the stoQ base classes themselves.
+    # not the stoQ base classes themselves. (Imported here: discovery, which ``stoq --version``
+    # runs, never needs the plugin bases or pluggy.)
+    from stoq_core.plugins import ROLE_HOOKS, BasePlugin
+
+    bases = {BasePlugin, *ROLE_HOOKS}
     candidates = list(
         dict.fromkeys(
             obj
             for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, BasePlugin) and obj not in _BASES
+            if inspect.isclass(obj) and issubclass(obj, BasePlugin) and obj not in bases
         )
     )
     complete = [c for c in candidates if not inspect.isabstract(c) and not _missing_hooks(c)]
@@ -559,8 +563,11 @@ def _plugin_class(plugin: LegacyPlugin, module: ModuleType) -> type[BasePlugin]:
 
 def _missing_hooks(cls: type[BasePlugin]) -> list[str]:
     """The role methods ``cls`` lacks, e.g. ``['scan']`` for a WorkerPlugin without ``scan``."""
+    from stoq_core.hookspecs import HOOK_NAMES
+    from stoq_core.plugins import ROLE_HOOKS
+
     missing = []
-    roles = [hooks for base, hooks in _ROLE_HOOKS.items() if issubclass(cls, base)]
+    roles = [hooks for base, hooks in ROLE_HOOKS.items() if issubclass(cls, base)]
     # A direct BasePlugin subclass has no role: any one hook will do.
     for hooks in roles or [HOOK_NAMES]:
         if not any(inspect.isroutine(getattr(cls, hook, None)) for hook in hooks):
