@@ -200,7 +200,7 @@ def dumps(data: Any, indent: int | None = 4, compactly: bool = False) -> str:
     except (TypeError, ValueError, RecursionError):
         # Non-string keys, a reference cycle, NaN or an integer too long to write: rebuild
         # from plain types rather than crash (or write ``NaN``, which no JSON parser takes).
-        text = _fallback_encoder(indent).encode(jsonable(data))
+        text = _encoder(indent, str).encode(jsonable(data))
     if not text.isascii():
         try:
             text.encode("utf-8")  # 5 times quicker than searching for surrogates
@@ -216,25 +216,17 @@ def _escape_surrogate(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
-# Encoders are built once per indent: json.dumps() builds one per call when given options.
-_ENCODERS: dict[int | None, json.JSONEncoder] = {}
-_FALLBACK_ENCODERS: dict[int | None, json.JSONEncoder] = {}
+# Encoders are built once per indent and fallback: json.dumps() builds one per call when given
+# options.
+_ENCODERS: dict[tuple[int | None, Any], json.JSONEncoder] = {}
 
 
-def _encoder(indent: int | None) -> json.JSONEncoder:
-    encoder = _ENCODERS.get(indent)
+def _encoder(indent: int | None, default: Any = _default) -> json.JSONEncoder:
+    """The strict encoder for ``indent``; ``default`` writes what JSON has no type for."""
+    encoder = _ENCODERS.get((indent, default))
     if encoder is None:
-        encoder = _ENCODERS[indent] = json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, indent=indent, default=_default
-        )
-    return encoder
-
-
-def _fallback_encoder(indent: int | None) -> json.JSONEncoder:
-    encoder = _FALLBACK_ENCODERS.get(indent)
-    if encoder is None:
-        encoder = _FALLBACK_ENCODERS[indent] = json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, indent=indent, default=str
+        encoder = _ENCODERS[indent, default] = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, indent=indent, default=default
         )
     return encoder
 
