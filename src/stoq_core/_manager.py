@@ -20,17 +20,20 @@ import math
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
-from typing import Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import attrs
 import pluggy
 
-from stoq_core import _index, _isolation, _legacy, hookspecs
+from stoq_core import _index, _legacy, hookspecs
 from stoq_core._index import ENTRY_POINT_GROUP, PluginEntry
 from stoq_core._threads import run_blocking
 from stoq_core.config import StoqConfigParser
 from stoq_core.exceptions import StoqPluginException, StoqPluginNotFound
 from stoq_core.plugins import BasePlugin, role_hooks
+
+if TYPE_CHECKING:
+    from stoq_core import _isolation
 
 __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "PluginManager"]
 
@@ -284,9 +287,13 @@ class PluginManager:
         """
         if config is None:
             config = self._plugin_config(name, {}, {})
-        isolation = _isolation.options(name, config)
-        if isolation is not None:  # isolate = true: built and called in processes of its own
-            return self._register_isolated(name, target, config, origin, isolation)
+        if config.has_option("options", "isolate"):
+            # Imported only then: sockets, subprocess and pickle cost every start otherwise.
+            from stoq_core import _isolation
+
+            isolation = _isolation.options(name, config)
+            if isolation is not None:  # built and called in processes of its own
+                return self._register_isolated(name, target, config, origin, isolation)
         if inspect.isclass(target):
             try:
                 with self._bounded(name, "starting", config):
@@ -337,6 +344,8 @@ class PluginManager:
         """``register`` for ``isolate = true``: the first process builds the plugin now, so a
         plugin that cannot start fails to load here, as it would in-process."""
         timeout = _timeout_option(name, config)
+        from stoq_core import _isolation
+
         recipe = _isolation.recipe(name, target, config, origin, self.legacy.get(name))
         try:
             with self._bounded(name, "starting", config):
