@@ -5,6 +5,11 @@ covered) are built into wheels, installed together into one fresh virtual enviro
 plugin is loaded there through its entry point and made to scan something, in a subprocess that
 sees nothing of this checkout. This is what ``pip install stoq-plugin-x`` gives a user.
 
+Each is built as a user of the package index gets it: the sdist, then the wheel from the
+sdist (so a file the sdist lacks breaks the wheel). What the files hold is checked too: the
+LICENSE, the license, author and URL metadata, a long description fit for the index, and a
+core sdist without the plugins (issue 15).
+
 Slow (a venv and a pip install): ``pytest -m "not slow"`` leaves it out.
 """
 
@@ -15,16 +20,20 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -107,9 +116,29 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+def _load_release() -> ModuleType:
+    # tools/release.py's checks of built files, the ones nox -s build makes before an upload.
+    spec = importlib.util.spec_from_file_location("stoq_release_tool", ROOT / "tools/release.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+release = _load_release()
+LICENSE = (ROOT / "LICENSE").read_text()
+with open(ROOT / "pyproject.toml", "rb") as _handle:
+    REPOSITORY = tomllib.load(_handle)["project"]["urls"]["Repository"]
+
+
 @dataclass(frozen=True)
 class Wheel:
     path: Path
+    sdist: Path  # the sdist the wheel was built from
+    source: Path  # the project folder
+    metadata: str  # the wheel's METADATA, long description included
+    licenses: dict[str, str]  # the wheel's .dist-info/licenses/ files by name
     name: str
     version: Version
     requires: tuple[Requirement, ...]
@@ -156,19 +185,22 @@ def _run(
 
 
 def _build_wheel(source: Path, outdir: Path) -> Wheel:
-    before = set(outdir.glob("*.whl"))
+    before = set(outdir.iterdir())
     # Without isolation when hatchling is here already (fast, offline); else build fetches it.
     isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-isolation"]
+    # No --wheel: the sdist first, then the wheel from it, as pip builds from an sdist.
     _run(
-        [sys.executable, "-m", "build", "--wheel", *isolation, "--outdir", outdir, source],
+        [sys.executable, "-m", "build", *isolation, "--outdir", outdir, source],
         BUILD_TIMEOUT,
         outdir,
     )
-    [built] = set(outdir.glob("*.whl")) - before
-    return _read_wheel(built)
+    new = set(outdir.iterdir()) - before
+    [built] = [path for path in new if path.suffix == ".whl"]
+    [sdist] = [path for path in new if path.name.endswith(".tar.gz")]
+    return _read_wheel(built, sdist, source)
 
 
-def _read_wheel(path: Path) -> Wheel:
+def _read_wheel(path: Path, sdist: Path, source: Path) -> Wheel:
     with zipfile.ZipFile(path) as archive:
         dist_info = next(
             n.split("/")[0] for n in archive.namelist() if n.endswith(".dist-info/METADATA")
@@ -178,6 +210,12 @@ def _read_wheel(path: Path) -> Wheel:
             entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
         except KeyError:
             entry_points = ""
+        prefix = f"{dist_info}/licenses/"
+        licenses = {
+            name.removeprefix(prefix): archive.read(name).decode()
+            for name in archive.namelist()
+            if name.startswith(prefix)
+        }
     fields = [
         line.split(": ", 1) for line in metadata.split("\n\n", 1)[0].splitlines() if ": " in line
     ]
@@ -187,6 +225,10 @@ def _read_wheel(path: Path) -> Wheel:
     plugins = tuple(groups["stoq.plugins"]) if groups.has_section("stoq.plugins") else ()
     return Wheel(
         path=path,
+        sdist=sdist,
+        source=source,
+        metadata=metadata,
+        licenses=licenses,
         name=canonicalize_name(next(value for key, value in fields if key == "Name")),
         version=Version(next(value for key, value in fields if key == "Version")),
         requires=tuple(Requirement(value) for key, value in fields if key == "Requires-Dist"),
@@ -273,3 +315,85 @@ def test_each_plugin_works_from_its_installed_wheel(installed: Installed, packag
             ).stdout.strip()
         # The plugin ran against the installed core wheel, not this checkout's source.
         assert Path(core_file).resolve().is_relative_to(installed.venv.resolve())
+
+
+# -- what a published file holds (issue 15) --------------------------------------------------
+
+
+DISTRIBUTIONS = ["stoq-core", *PACKAGES]
+
+
+def _built(installed: Installed, distribution: str) -> Wheel:
+    return installed.core if distribution == "stoq-core" else installed.plugins[distribution]
+
+
+def _sdist_files(sdist: Path) -> dict[str, bytes]:
+    with tarfile.open(sdist) as archive:
+        return {
+            member.name.split("/", 1)[1]: handle.read()
+            for member in archive.getmembers()
+            if member.isfile() and (handle := archive.extractfile(member)) is not None
+        }
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_each_wheel_and_sdist_holds_the_repositorys_license(
+    installed: Installed, distribution: str
+) -> None:
+    built = _built(installed, distribution)
+
+    assert built.licenses == {"LICENSE": LICENSE}
+    assert _sdist_files(built.sdist)["LICENSE"].decode() == LICENSE
+    headers = built.metadata.split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: Apache-2.0" in headers
+    assert "License-File: LICENSE" in headers
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_each_distribution_names_its_authors_and_the_repositorys_urls(
+    installed: Installed, distribution: str
+) -> None:
+    headers = _built(installed, distribution).metadata.split("\n\n", 1)[0].splitlines()
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in headers
+        if line.startswith("Project-URL: ")
+    )
+
+    assert any(line.startswith("Author: ") for line in headers)
+    assert urls["Repository"] == REPOSITORY
+    assert urls["Changelog"] == f"{REPOSITORY}/blob/main/CHANGELOG.md"
+    assert urls["Issues"] == f"{REPOSITORY}/issues"
+    assert urls["Homepage"].startswith(REPOSITORY)
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_each_long_description_has_no_relative_link_nor_an_install_from_a_clone(
+    installed: Installed, distribution: str
+) -> None:
+    description = _built(installed, distribution).metadata.split("\n\n", 1)[1]
+
+    # Every link is absolute: the package index serves none of the repository's files.
+    links = re.findall(r"\]\(([^)\s]*)\)", description)
+    assert [link for link in links if not link.startswith(("https://", "http://"))] == []
+    assert "./packages/" not in description
+    assert description.strip()
+
+
+def test_the_core_sdist_holds_the_core_and_none_of_the_plugins(installed: Installed) -> None:
+    files = _sdist_files(installed.core.sdist)
+    tops = {name.split("/", 1)[0] for name in files}
+
+    assert not [name for name in files if name.startswith("packages/")]
+    assert {"src", "tests", "pyproject.toml", "LICENSE", "CHANGELOG.md"} <= tops
+    assert "src/stoq_core/__init__.py" in files
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_the_release_tool_finds_each_built_distribution_fit_to_publish(
+    installed: Installed, distribution: str
+) -> None:
+    built = _built(installed, distribution)
+    [package] = [p for p in release.discover(ROOT) if p.path == built.source]
+
+    assert release.artifact_problems(package, [built.path, built.sdist], LICENSE) == []

@@ -8,12 +8,15 @@ makes the same checks before it builds; its own failure cases are tested on made
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -271,3 +274,188 @@ def test_the_build_command_stops_before_building_on_an_unknown_package(
     assert code == 1
     assert "no package named 'stoq-plugin-nope'" in capsys.readouterr().err
     assert not (tmp_path / "dist").exists()
+
+
+# -- what publishing needs: license, URLs, authors, changelog, long descriptions (issue 15) ----
+
+
+def test_every_package_passes_the_publishing_checks() -> None:
+    assert release.metadata_problems(ROOT, release.discover(ROOT)) == []
+
+
+def test_the_repository_url_is_the_one_the_cores_pyproject_sets() -> None:
+    repository = _pyproject(ROOT)["project"]["urls"]["Repository"]
+
+    assert release.repository_url(release.discover(ROOT)) == repository
+    # The plugin scaffold links to it too.
+    template = ROOT / "src" / "stoq_cli" / "templates" / "plugin" / "README.md.tmpl"
+    assert f"[stoQ]({repository})" in template.read_text()
+
+
+@pytest.mark.parametrize("directory", PACKAGE_DIRS, ids=lambda p: p.name)
+def test_each_plugin_folder_holds_the_repositorys_license(directory: Path) -> None:
+    assert (directory / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
+
+
+def test_the_license_is_apache_2_0_in_full() -> None:
+    text = (ROOT / "LICENSE").read_text()
+
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_ci_requires_the_redis_tests_that_a_plain_nox_may_skip() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    conftest = (ROOT / "packages" / "stoq-plugin-redis" / "tests" / "conftest.py").read_text()
+
+    assert 'REQUIRE_REDIS = "STOQ_REQUIRE_REDIS"' in conftest
+    assert "\nexport STOQ_REQUIRE_REDIS=1\n" in ci
+    assert "apt-get install -y -qq redis-server" in ci
+
+
+def test_the_noxfile_never_installs_system_packages() -> None:
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    commands = [
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("run", "run_always", "run_install")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    ]
+
+    assert "pytest" in commands  # the walk finds the session's commands
+    assert not {"apt-get", "apt", "sudo", "brew", "dnf", "yum", "systemctl"} & set(commands)
+
+
+_LICENSE_TEXT = "Apache License, Version 2.0, in full\n"
+_REPOSITORY = "https://example.org/stoq"
+
+
+@pytest.fixture
+def publishable(tmp_path: Path) -> Path:
+    """A made-up repository, a core and one plugin, that passes the publishing checks."""
+
+    def write(directory: Path, name: str, home: str, version_line: str) -> None:
+        urls = {
+            "Homepage": home,
+            "Repository": _REPOSITORY,
+            "Issues": f"{_REPOSITORY}/issues",
+            "Changelog": f"{_REPOSITORY}/blob/main/CHANGELOG.md",
+        }
+        _write_project(
+            directory,
+            f'[project]\nname = "{name}"\n{version_line}\nreadme = "README.md"\n'
+            'license = "Apache-2.0"\nlicense-files = ["LICENSE"]\n'
+            'authors = [{ name = "someone" }]\ndependencies = ["stoq-core>=4,<5"]\n'
+            "[project.urls]\n" + "".join(f'{k} = "{v}"\n' for k, v in urls.items()),
+        )
+        (directory / "LICENSE").write_text(_LICENSE_TEXT)
+        (directory / "README.md").write_text(f"# {name}\n\nSee [the docs]({_REPOSITORY}).\n")
+
+    write(tmp_path, "stoq-core", _REPOSITORY, 'version = "4.2.0"')
+    plugin = tmp_path / "packages" / "stoq-plugin-a"
+    write(
+        plugin,
+        "stoq-plugin-a",
+        f"{_REPOSITORY}/tree/main/packages/stoq-plugin-a",
+        'version = "1.0.0"',
+    )
+    (tmp_path / "CHANGELOG.md").write_text(
+        "# Changes\n\n## stoq-core 4.2.0 (unreleased)\n\n## stoq-plugin-a 1.0.0 (2027-01-02)\n"
+    )
+    return tmp_path
+
+
+def _publishing_problems(root: Path) -> list[str]:
+    problems: list[str] = release.metadata_problems(root, release.discover(root))
+    return problems
+
+
+def test_a_made_up_publishable_repository_passes(publishable: Path) -> None:
+    assert _publishing_problems(publishable) == []
+
+
+def test_a_relative_link_in_a_long_description_fails_the_check(publishable: Path) -> None:
+    readme = publishable / "packages" / "stoq-plugin-a" / "README.md"
+    readme.write_text("One [stoQ](../../README.md) plugin.\n")
+
+    assert _publishing_problems(publishable) == [
+        "stoq-plugin-a: its long description links to '../../README.md', which is relative "
+        "to the repository"
+    ]
+
+
+def test_installing_from_a_clones_folder_in_a_long_description_fails_the_check(
+    publishable: Path,
+) -> None:
+    (publishable / "README.md").write_text("    pip install ./packages/stoq-plugin-a\n")
+
+    assert _publishing_problems(publishable) == [
+        "stoq-core: its long description installs from ./packages/, a folder of a clone"
+    ]
+
+
+def test_a_plugins_license_that_differs_from_the_repositorys_fails_the_check(
+    publishable: Path,
+) -> None:
+    (publishable / "packages" / "stoq-plugin-a" / "LICENSE").write_text("MIT\n")
+
+    [problem] = _publishing_problems(publishable)
+    assert problem.startswith("stoq-plugin-a: ")
+    assert problem.endswith("is missing or differs from the repository's LICENSE")
+
+
+def test_a_version_without_a_changelog_section_fails_the_check(publishable: Path) -> None:
+    (publishable / "CHANGELOG.md").write_text("# Changes\n\n## stoq-core 4.2.0\n")
+
+    assert _publishing_problems(publishable) == [
+        "stoq-plugin-a: CHANGELOG.md has no '## stoq-plugin-a 1.0.0' section"
+    ]
+
+
+def test_a_plugin_url_outside_the_cores_repository_fails_the_check(publishable: Path) -> None:
+    pyproject = publishable / "packages" / "stoq-plugin-a" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(_REPOSITORY, "https://example.org/fork"))
+
+    problems = _publishing_problems(publishable)
+
+    assert (
+        "stoq-plugin-a: [project.urls] Repository is 'https://example.org/fork', not "
+        f"'{_REPOSITORY}'" in problems
+    )
+
+
+def _sdist(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(f"{path.name.removesuffix('.tar.gz')}/{name}")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_a_core_sdist_holding_plugin_folders_is_not_fit_to_publish(
+    publishable: Path, tmp_path: Path
+) -> None:
+    [core, _] = release.discover(publishable)
+    sdist = _sdist(
+        tmp_path / "stoq_core-4.2.0.tar.gz",
+        {"LICENSE": _LICENSE_TEXT.encode(), "packages/stoq-plugin-a/src/a.py": b""},
+    )
+
+    assert release.artifact_problems(core, [sdist], _LICENSE_TEXT) == [
+        "stoq_core-4.2.0.tar.gz: holds 1 files of packages/ (plugins)"
+    ]
+
+
+def test_an_sdist_without_the_license_is_not_fit_to_publish(
+    publishable: Path, tmp_path: Path
+) -> None:
+    [_, plugin] = release.discover(publishable)
+    sdist = _sdist(tmp_path / "stoq_plugin_a-1.0.0.tar.gz", {"src/a.py": b""})
+
+    assert release.artifact_problems(plugin, [sdist], _LICENSE_TEXT) == [
+        "stoq_plugin_a-1.0.0.tar.gz: no LICENSE, or not the repository's"
+    ]

@@ -1,11 +1,14 @@
 """Release checks and builds for every distribution of this monorepo (see RELEASING.md).
 
-    python tools/release.py check                    # versions, core ranges, entry points
+    python tools/release.py check                    # versions, core ranges, entry points,
+                                                     # licenses, URLs, changelog, descriptions
     python tools/release.py build                    # every package
     python tools/release.py build stoq-plugin-yara   # one plugin (and the core it needs)
 
 ``build`` runs ``check``, builds each package's sdist and wheel into ``dist/`` (replacing that
-package's earlier files there), runs ``twine check`` on them, installs the wheels into a fresh
+package's earlier files there), checks what they hold (``artifact_problems``: the LICENSE, the
+metadata, a long description fit for the package index, a core sdist without the plugins),
+runs ``twine check`` on them, installs the wheels into a fresh
 virtual environment in the temporary directory (outside the repository, so nothing of the
 checkout is importable), and runs a smoke test per plugin with that environment's ``stoq``.
 ``nox -s build`` runs it in a session that has build, hatchling and twine; the tests in
@@ -26,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -40,6 +44,8 @@ from packaging.version import InvalidVersion, Version
 ROOT = Path(__file__).resolve().parents[1]
 CORE = "stoq-core"
 ENTRY_POINT_GROUP = "stoq.plugins"
+LICENSE = "Apache-2.0"
+CHANGELOG = "CHANGELOG.md"
 
 BUILD_TIMEOUT = 600
 INSTALL_TIMEOUT = 900
@@ -59,6 +65,8 @@ class Package:
     version: Optional[str]  #: None when it declares none of its own
     requires: tuple[str, ...]  #: its dependencies, as written
     entry_points: dict[str, str]  #: its ``stoq.plugins`` entry points
+    #: its whole ``[project]`` table, for the publishing checks
+    project: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_core(self) -> bool:
@@ -95,6 +103,7 @@ def read_package(path: Path) -> Package:
         version=version,
         requires=tuple(project.get("dependencies", [])),
         entry_points=dict(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {})),
+        project=project,
     )
 
 
@@ -167,6 +176,147 @@ def check(packages: Sequence[Package]) -> list[str]:
         if len(owners) > 1:
             problems.append(f"plugin name {name!r} is claimed by {' and '.join(owners)}")
     return problems
+
+
+def repository_url(packages: Sequence[Package]) -> Optional[str]:
+    """The repository's URL: the core's ``[project.urls] Repository``, the one place it is set."""
+    core = next((p for p in packages if p.is_core), None)
+    url = core.project.get("urls", {}).get("Repository") if core else None
+    return url.rstrip("/") if isinstance(url, str) and url else None
+
+
+def expected_urls(package: Package, repository: str) -> dict[str, str]:
+    """The ``[project.urls]`` entries every package must have, all under ``repository``."""
+    home = repository if package.is_core else f"{repository}/tree/main/packages/{package.path.name}"
+    return {
+        "Homepage": home,
+        "Repository": repository,
+        "Issues": f"{repository}/issues",
+        "Changelog": f"{repository}/blob/main/{CHANGELOG}",
+    }
+
+
+# A Markdown link or image whose target is not an absolute http(s) URL: on the package index
+# it would point nowhere (it is relative to the repository, which the index does not serve).
+_RELATIVE_LINK = re.compile(r"\]\((?!https?://)([^)\s]*)\)")
+# Text that installs from a folder of a clone, which a reader of the index does not have.
+_CLONE_INSTALL = re.compile(r"\./packages/")
+
+
+def description_problems(name: str, text: str) -> list[str]:
+    """Why ``text``, a long description, would be wrong on the package index."""
+    problems = [
+        f"{name}: its long description links to {target!r}, which is relative to the repository"
+        for target in _RELATIVE_LINK.findall(text)
+    ]
+    if _CLONE_INSTALL.search(text):
+        problems.append(
+            f"{name}: its long description installs from ./packages/, a folder of a clone"
+        )
+    return problems
+
+
+def metadata_problems(root: Path, packages: Sequence[Package]) -> list[str]:
+    """Every reason a package's publishing metadata is not ready; empty when all are.
+
+    - each declares ``license = "Apache-2.0"`` and ``license-files = ["LICENSE"]``, and its
+      LICENSE is the repository's;
+    - each has authors, and ``[project.urls]`` under the core's Repository URL;
+    - CHANGELOG.md has a ``## NAME VERSION`` section for each package's current version;
+    - no long description has a relative link or installs from ``./packages/``.
+    """
+    problems: list[str] = []
+    repository = repository_url(packages)
+    if repository is None:
+        problems.append(f"{CORE}: no Repository in [project.urls] (the one place it is set)")
+    root_license = root / "LICENSE"
+    license_text = root_license.read_text() if root_license.is_file() else None
+    if license_text is None:
+        problems.append("the repository has no LICENSE file")
+    changelog_file = root / CHANGELOG
+    changelog = changelog_file.read_text() if changelog_file.is_file() else ""
+    for package in packages:
+        project = package.project
+        name = package.name
+        if project.get("license") != LICENSE:
+            problems.append(f"{name}: license is {project.get('license')!r}, not {LICENSE!r}")
+        if project.get("license-files") != ["LICENSE"]:
+            problems.append(f'{name}: license-files is not ["LICENSE"]')
+        own = package.path / "LICENSE"
+        if license_text is not None and (not own.is_file() or own.read_text() != license_text):
+            problems.append(f"{name}: {own} is missing or differs from the repository's LICENSE")
+        if not project.get("authors"):
+            problems.append(f"{name}: declares no authors")
+        if repository is not None:
+            urls = project.get("urls", {})
+            for key, url in expected_urls(package, repository).items():
+                if urls.get(key) != url:
+                    problems.append(
+                        f"{name}: [project.urls] {key} is {urls.get(key)!r}, not {url!r}"
+                    )
+        if package.version is not None:
+            heading = re.compile(
+                rf"^## {re.escape(name)} {re.escape(package.version)}(?: |$)", re.M
+            )
+            if not heading.search(changelog):
+                problems.append(f"{name}: {CHANGELOG} has no '## {name} {package.version}' section")
+        readme = project.get("readme")
+        if isinstance(readme, str) and (package.path / readme).is_file():
+            problems += description_problems(name, (package.path / readme).read_text())
+        else:
+            problems.append(f"{name}: its readme {readme!r} is not a file")
+    return problems
+
+
+def artifact_problems(package: Package, files: Sequence[Path], license_text: str) -> list[str]:
+    """Why a package's built wheel and sdist are not fit to publish; empty when they are.
+
+    Each holds the LICENSE; the wheel's metadata has the license expression, authors and URLs,
+    and a long description fit for the package index; the core's sdist holds only the core
+    (no ``packages/``, whose plugins are distributions of their own).
+    """
+    problems: list[str] = []
+    name = package.name
+    for path in files:
+        if path.suffix == ".whl":
+            with zipfile.ZipFile(path) as wheel:
+                names = wheel.namelist()
+                info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+                metadata = wheel.read(f"{info}/METADATA").decode()
+                licensed = f"{info}/licenses/LICENSE" in names and (
+                    wheel.read(f"{info}/licenses/LICENSE").decode() == license_text
+                )
+            headers, _, description = metadata.partition("\n\n")
+            fields = [line.split(": ", 1)[0] for line in headers.splitlines()]
+            if not licensed:
+                problems.append(f"{path.name}: no {info}/licenses/LICENSE, or not the repository's")
+            if f"License-Expression: {LICENSE}" not in headers.splitlines():
+                problems.append(f"{path.name}: no License-Expression: {LICENSE}")
+            for field in ("Author", "Project-URL"):
+                if field not in fields and f"{field}-email" not in fields:
+                    problems.append(f"{path.name}: no {field} in its metadata")
+            problems += description_problems(path.name, description)
+        else:
+            members = sdist_members(path)
+            if members.get("LICENSE") != license_text.encode():
+                problems.append(f"{path.name}: no LICENSE, or not the repository's")
+            strays = sorted({m for m in members if m.startswith("packages/")})
+            if package.is_core and strays:
+                problems.append(f"{path.name}: holds {len(strays)} files of packages/ (plugins)")
+    if not files:
+        problems.append(f"{name}: nothing was built")
+    return problems
+
+
+def sdist_members(path: Path) -> dict[str, bytes]:
+    """An sdist's files by their path under its top folder (``LICENSE``, ``src/...``)."""
+    with tarfile.open(path) as sdist:
+        members: dict[str, bytes] = {}
+        for member in sdist.getmembers():
+            handle = sdist.extractfile(member) if member.isfile() else None
+            if handle is not None and "/" in member.name:
+                members[member.name.split("/", 1)[1]] = handle.read()
+        return members
 
 
 def select(packages: Sequence[Package], wanted: Sequence[str]) -> list[Package]:
@@ -402,13 +552,21 @@ def smoke(packages: Sequence[Package], venv: Venv) -> list[str]:
 def build(root: Path, wanted: Sequence[str], dist: Optional[Path] = None) -> list[str]:
     """``check``, then build, twine-check, install and smoke-test the chosen packages."""
     packages = discover(root)
-    problems = check(packages)
+    problems = check(packages) + metadata_problems(root, packages)
     if problems:
         raise ReleaseError("release checks failed:\n  " + "\n  ".join(problems))
     chosen = select(packages, wanted)
     dist = dist or root / "dist"
     dist.mkdir(parents=True, exist_ok=True)
     built = {package.name: build_package(package, dist) for package in chosen}
+    license_text = (root / "LICENSE").read_text()
+    problems = [
+        problem
+        for package in chosen
+        for problem in artifact_problems(package, built[package.name], license_text)
+    ]
+    if problems:
+        raise ReleaseError("the built files are not fit to publish:\n  " + "\n  ".join(problems))
     files = [path for paths in built.values() for path in paths]
     twine_check(files, root)
     wheels = [path for path in files if path.suffix == ".whl"]
@@ -433,7 +591,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "check":
             packages = discover(ROOT)
-            problems = check(packages)
+            problems = check(packages) + metadata_problems(ROOT, packages)
             for problem in problems:
                 print(f"release check failed: {problem}", file=sys.stderr)
             if problems:

@@ -2,10 +2,11 @@
 
 The files are templates shipped with this package, under ``templates/plugin/``: a pyproject
 (hatchling) with the ``stoq.plugins`` entry point, the plugin module with one commented example
-per hook, tests that pass as generated (through ``stoq_core.testing``), a README and
-``py.typed``. Each template holds every hook's part; ``render`` keeps the parts of the hooks
-chosen and fills in the names, so any subset of hooks gives a module that imports exactly what
-it uses. A part that is not a hook, ``command``, adds a ``stoq NAME`` command of the plugin's
+per hook, tests that pass as generated (through ``stoq_core.testing``), a README whose develop,
+test, build and install steps work as written, ``py.typed``, a LICENSE (Apache-2.0, as stoQ's)
+and a CI workflow that runs the tests. Each template holds every hook's part; ``render`` keeps
+the parts of the hooks chosen and fills in the names, so any subset of hooks gives a module
+that imports exactly what it uses. A part that is not a hook, ``command``, adds a ``stoq NAME`` command of the plugin's
 own (``commands.py``, its ``stoq.commands`` entry point and its tests).
 
 The template syntax is ``string.Template``'s ``${name}`` (``$$`` for a dollar sign), plus lines
@@ -17,6 +18,10 @@ that keep or drop what they mark by the hooks chosen::
     #% else                               (optional) kept if neither is
     ...
     #% end
+
+Besides the parts, ``#% if`` may test the flags in ``FLAGS``: ``core_source`` is set when the
+running stoq-core was not installed from a package index, and the README then installs it from
+where it came (``core_source``), so that its steps work before stoq-core is published (issue 15).
 
 Templates end in ``.tmpl``: before rendering they are not valid Python, and ruff and mypy check
 what they render to instead (tests/cli/test_cli_plugin_new.py: every subset of the parts).
@@ -30,25 +35,31 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 from collections.abc import Collection, Iterable, Mapping
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from string import Template
+from urllib.parse import unquote, urlsplit
 
 from stoq_core.plugins import ROLES
 
 __all__ = [
     "BUILTIN_COMMANDS",
     "EXTRAS",
+    "FLAGS",
     "HOOK_ORDER",
     "PARTS",
     "Scaffold",
     "ScaffoldError",
     "core_requirement",
+    "core_source",
+    "installed_core_source",
     "parse_hooks",
     "parse_name",
     "render",
@@ -70,9 +81,13 @@ EXTRAS = ("command",)
 #: The names a template's ``#% if`` may test: the hooks, then the extras.
 PARTS = HOOK_ORDER + EXTRAS
 
+#: What a template's ``#% if`` may test besides the parts: ``core_source``, set when the README
+#: must install stoq-core from where the running one came (``Scaffold.core_source``).
+FLAGS = ("core_source",)
+
 #: ``stoq``'s own commands (``StoqGroup``'s; a test holds them equal): a plugin command of one
 #: of these names is never run, since a built-in command keeps its name.
-BUILTIN_COMMANDS = ("install", "list", "plugin", "run", "scan")
+BUILTIN_COMMANDS = ("install", "list", "plugin", "run", "scan", "uninstall")
 
 #: Each generated file: its template under ``templates/plugin/``, its path in the project, and
 #: the part it belongs to (``None``: every project has it).
@@ -80,6 +95,8 @@ _FILES: tuple[tuple[str, str, str | None], ...] = (
     ("pyproject.toml.tmpl", "pyproject.toml", None),
     ("README.md.tmpl", "README.md", None),
     ("gitignore.tmpl", ".gitignore", None),
+    ("LICENSE.tmpl", "LICENSE", None),
+    ("github/workflows/test.yml.tmpl", ".github/workflows/test.yml", None),
     ("package/__init__.py.tmpl", "src/${package}/__init__.py", None),
     ("package/plugin.py.tmpl", "src/${package}/plugin.py", None),
     ("package/commands.py.tmpl", "src/${package}/commands.py", "command"),
@@ -167,6 +184,46 @@ def core_requirement(core_version: str) -> str:
     return f"stoq-core>={major},<{major + 1}"
 
 
+def core_source(direct_url: str | None) -> str:
+    """What ``pip install`` takes to install stoq-core from where it came; ``""``: an index.
+
+    :param direct_url: the text of stoq-core's ``direct_url.json`` (PEP 610), which pip writes
+        for a distribution installed from a folder, a file or a URL and not from an index;
+        None when there is none.
+    :returns: a local folder or wheel's path (one that exists), or a ``stoq-core @ URL``
+        requirement for a remote archive or a version control checkout; ``""`` when stoq-core
+        came from a package index, or from a local path that is gone, so the plain steps apply.
+    """
+    if not direct_url:
+        return ""
+    try:
+        origin = json.loads(direct_url)
+    except ValueError:
+        return ""
+    url = origin.get("url") if isinstance(origin, dict) else None
+    if not isinstance(url, str) or not url:
+        return ""
+    vcs = origin.get("vcs_info")
+    if isinstance(vcs, dict) and isinstance(vcs.get("vcs"), str):
+        commit = vcs.get("commit_id")
+        pinned = f"@{commit}" if isinstance(commit, str) and commit else ""
+        return f"stoq-core @ {vcs['vcs']}+{url}{pinned}"
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return f"stoq-core @ {url}"
+    # A folder or a wheel on this machine: worth writing down only while it is still there.
+    path = Path(unquote(parts.path))
+    return str(path) if path.exists() else ""
+
+
+def installed_core_source() -> str:
+    """``core_source`` for the stoq-core this process runs (``""`` when its metadata is missing)."""
+    try:
+        return core_source(metadata.distribution("stoq-core").read_text("direct_url.json"))
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Scaffold:
     """What a new plugin is: its name, hooks, extras and the core range it declares.
@@ -182,6 +239,9 @@ class Scaffold:
     requirement: str
     description: str = ""
     extras: tuple[str, ...] = ()
+    #: How the README's steps install stoq-core before the plugin (``core_source``); ``""``:
+    #: from the package index, with the plugin's own dependencies.
+    core_source: str = ""
 
     def __post_init__(self) -> None:
         parts = {*self.hooks, *self.extras}
@@ -238,12 +298,15 @@ class Scaffold:
             "summary": _quoted(self.summary()),
             "summary_text": self.summary(),
             "hooks": ", ".join(f"`{hook}`" for hook in self.hooks),
+            # Quoted for the shell: the README's steps are run as written.
+            "core_source": shlex.quote(self.core_source),
         }
+        chosen = self.parts + (("core_source",) if self.core_source else ())
         files: dict[str, str] = {}
         for template, target, part in _FILES:
             if part is not None and part not in self.extras:
                 continue
-            text = render(_read_template(template), self.parts, values, name=template)
+            text = render(_read_template(template), chosen, values, name=template)
             # A formatter leaves prose alone, and a name or description can be long.
             files[Template(target).substitute(values)] = (
                 _fit_prose(text) if target.endswith(".py") else text
@@ -326,7 +389,7 @@ def render(
     """``template`` with the parts of the ``chosen`` hooks and extras kept, ``${key}`` filled in.
 
     ``#% if a b`` keeps what it marks when ``a`` or ``b`` is chosen (see the module's
-    docstring); every name it tests must be one of ``PARTS``.
+    docstring); every name it tests must be one of ``PARTS`` or ``FLAGS``.
 
     :param name: the template's name, for errors.
     :raises ValueError: the template is malformed: an unknown name, an ``else`` or ``end``
@@ -366,9 +429,10 @@ def render(
 
 def _any_chosen(names: str, chosen: Collection[str], where: str) -> bool:
     tested = names.split()
-    unknown = [part for part in tested if part not in PARTS]
+    known = PARTS + FLAGS
+    unknown = [part for part in tested if part not in known]
     if not tested or unknown:
-        raise ValueError(f"{where}: '#% if' needs names from {', '.join(PARTS)}: {names!r}")
+        raise ValueError(f"{where}: '#% if' needs names from {', '.join(known)}: {names!r}")
     return any(part in chosen for part in tested)
 
 

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from stoq_cli._scaffold import (
     Scaffold,
     ScaffoldError,
     core_requirement,
+    core_source,
     parse_hooks,
     render,
     write_scaffold,
@@ -136,6 +138,103 @@ def test_new_writes_the_package_tests_readme_and_py_typed(stoq: StoqRunner) -> N
     assert "stoq scan FILE -s nulcount" in readme
 
 
+def test_new_writes_a_license_a_gitignore_with_the_venv_and_a_ci_workflow(
+    stoq: StoqRunner,
+) -> None:
+    project = _new(stoq, "nulcount")
+
+    assert (project / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
+    assert _pyproject(project)["project"]["license"] == "Apache-2.0"
+    assert _pyproject(project)["project"]["license-files"] == ["LICENSE"]
+    # The README's first step makes .venv in the project folder.
+    assert ".venv/" in (project / ".gitignore").read_text().splitlines()
+    workflow = (project / ".github" / "workflows" / "test.yml").read_text()
+    assert "on: [push, pull_request]" in workflow
+    assert "      - run: python -m pip install -e '.[test]'\n" in workflow
+    assert "      - run: python -m pytest\n" in workflow
+    assert "python-version: ${{ matrix.python-version }}" in workflow
+
+
+def _develop_block(project: Path) -> list[str]:
+    readme = (project / "README.md").read_text()
+    develop = readme.split("\n## Develop\n", 1)[1].split("\n### ", 1)[0]
+    return [line[4:] for line in develop.splitlines() if line.startswith("    ")]
+
+
+def test_new_writes_the_step_that_installs_this_core_from_where_it_came(
+    stoq: StoqRunner,
+) -> None:
+    # The stoq under test runs this interpreter's stoq-core: an editable install of this
+    # checkout in the dev venv and in nox (its direct_url.json names the folder).
+    source = _scaffold.installed_core_source()
+    project = _new(stoq, "nulcount")
+
+    steps = _develop_block(project)
+
+    if source:
+        assert steps[1:] == [f"pip install {shlex.quote(source)}", "pip install -e '.[test]'"]
+    else:
+        assert steps[1:] == ["pip install -e '.[test]'"]
+
+
+def test_a_core_from_a_path_is_installed_first_and_quoted_for_the_shell(tmp_path: Path) -> None:
+    core = tmp_path / "my clone"
+    scaffold = Scaffold(name="nulcount", hooks=("scan",), requirement="stoq-core>=4,<5",
+                        core_source=str(core))  # fmt: skip
+
+    project = write_scaffold(scaffold, tmp_path)
+
+    assert _develop_block(project) == [
+        "python -m venv .venv && . .venv/bin/activate",
+        f"pip install '{core}'",
+        "pip install -e '.[test]'",
+    ]
+    assert "stoq-core is installed first" in (project / "README.md").read_text()
+
+
+def test_a_core_from_the_index_needs_no_step_of_its_own(tmp_path: Path) -> None:
+    scaffold = Scaffold(name="nulcount", hooks=("scan",), requirement="stoq-core>=4,<5")
+
+    project = write_scaffold(scaffold, tmp_path)
+
+    assert _develop_block(project) == [
+        "python -m venv .venv && . .venv/bin/activate",
+        "pip install -e '.[test]'",
+    ]
+    assert "stoq-core comes from the package index" in (project / "README.md").read_text()
+
+
+def test_core_source_is_a_local_folder_or_wheel_while_it_exists(tmp_path: Path) -> None:
+    wheel = tmp_path / "stoq_core-4.0.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    folder = tmp_path / "a clone"
+    folder.mkdir()
+    url = folder.as_uri()
+
+    assert core_source(json.dumps({"url": url, "dir_info": {"editable": True}})) == str(folder)
+    assert core_source(json.dumps({"url": url, "dir_info": {}})) == str(folder)
+    assert core_source(json.dumps({"url": wheel.as_uri(), "archive_info": {}})) == str(wheel)
+    gone = (tmp_path / "gone.whl").as_uri()
+    assert core_source(json.dumps({"url": gone, "archive_info": {}})) == ""
+
+
+def test_core_source_pins_a_version_control_checkout_and_keeps_a_remote_archive() -> None:
+    vcs = {"url": "https://example.org/stoq.git", "vcs_info": {"vcs": "git", "commit_id": "ab12"}}
+    remote = {"url": "https://example.org/stoq_core-4.0.0.tar.gz", "archive_info": {}}
+
+    assert core_source(json.dumps(vcs)) == "stoq-core @ git+https://example.org/stoq.git@ab12"
+    assert core_source(json.dumps(remote)) == (
+        "stoq-core @ https://example.org/stoq_core-4.0.0.tar.gz"
+    )
+
+
+@pytest.mark.parametrize("direct_url", [None, "", "not json", "[]", '{"dir_info": {}}'])
+def test_core_source_of_an_index_install_or_unreadable_metadata_is_empty(
+    direct_url: str | None,
+) -> None:
+    assert core_source(direct_url) == ""
+
+
 def test_new_without_hooks_writes_a_worker(stoq: StoqRunner) -> None:
     project = _new(stoq, "nulcount")
 
@@ -149,7 +248,9 @@ def test_new_writes_an_async_hookimpl_example_reading_an_option(stoq: StoqRunner
 
     plugin = (project / "src" / "stoq_plugin_nulcount" / "plugin.py").read_text()
     assert "    @hookimpl\n    async def scan(self, payload: Payload, request: Request)" in plugin
-    assert 'config.getint("options", "preview_bytes", fallback=16)' in plugin
+    # Declared with its type and default (stoq_core.Option), read through the typed getter.
+    assert 'Option("preview_bytes", int, default=16, ' in plugin
+    assert 'config.getint("options", "preview_bytes")' in plugin
 
 
 def test_new_writes_one_example_per_chosen_hook_in_scan_order(stoq: StoqRunner) -> None:
@@ -702,33 +803,72 @@ def _build_wheel(source: Path, outdir: Path) -> Path:
     return wheel
 
 
+#: The README's sections whose steps the end-to-end test runs, in order; Publish (an upload)
+#: is the one it leaves out.
+_README_STEPS = ("Develop", "Test", "Build", "Install the build")
+
+
+def _readme_steps(readme: str) -> dict[str, list[str]]:
+    """The shell lines of each subsection of the README's "Develop" section, by heading."""
+    develop = readme.split("\n## Develop\n", 1)[1].split("\n## ", 1)[0]
+    steps: dict[str, list[str]] = {"Develop": []}
+    heading = "Develop"
+    for line in develop.splitlines():
+        if line.startswith("### "):
+            heading = line[4:].strip()
+            steps[heading] = []
+        elif line.startswith("    ") and line.strip():
+            steps[heading].append(line[4:])
+    return steps
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_generated_plugin_installs_passes_its_tests_and_scans(
+@pytest.mark.timeout(1200)
+def test_a_generated_readmes_develop_test_build_and_install_steps_work_as_written(
     stoq: StoqRunner, tmp_path: Path
 ) -> None:
+    # stoq-core as a user has it before it is on the package index: a wheel built from a clone.
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     core = _build_wheel(ROOT, wheels)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], tmp_path, 120)
-    python = venv / "bin" / "python"
-    _run([python, "-m", "pip", "install", "--quiet", core], tmp_path, 600)
+    _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", core], tmp_path, 600)
     # Written by the installed core: its wheel must carry the templates.
     home = tmp_path / "home"
     new = [venv / "bin" / "stoq", "plugin", "new", "everything", "--hooks", "all,command"]
     _run(new, stoq.cwd, 120, STOQ_HOME=str(home))
     project = _project(stoq, "everything")
-    plugin = _build_wheel(project, wheels)
-    _run([python, "-m", "pip", "install", "--quiet", f"{plugin}[test]"], tmp_path, 600)
+    steps = _readme_steps((project / "README.md").read_text())
+    assert list(steps) == [*_README_STEPS, "Publish"]
+    # The README names the very wheel this stoq-core was installed from.
+    assert f"pip install {core}" in steps["Develop"]
 
-    tests = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 300)
-    assert " passed" in tests.stdout and "failed" not in tests.stdout
+    # Run as written, one shell, in order, from the project folder; the only Python on PATH
+    # is a bare interpreter (no stoq, no pytest), so every tool comes from the steps.
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(os.path.realpath(sys.executable))
+    script = "\n".join(["set -euxo pipefail", *(s for h in _README_STEPS for s in steps[h])])
+    done = _run(
+        ["bash", "-c", script], project, 1500, PATH=f"{bare}:/usr/bin:/bin", STOQ_HOME=str(home)
+    )
+    assert re.search(r"^=+ \d+ passed in ", done.stdout, re.MULTILINE), done.stdout[-3000:]
+    assert " failed" not in done.stdout
+    assert re.search(r"Checking dist/\S+\.whl: \S*PASSED", done.stdout)  # twine check
+    assert "everything: ok" in done.stdout  # stoq plugin check, from the wheel
+
+    # What "Install the build" left in .venv is the wheel, not the editable install.
+    dev = project / ".venv"
+    [info] = dev.glob("lib/python*/site-packages/stoq_plugin_everything-0.1.0.dist-info")
+    assert "archive_info" in json.loads((info / "direct_url.json").read_text())
+    [license_file] = (info / "licenses").glob("LICENSE")
+    assert license_file.read_text() == (ROOT / "LICENSE").read_text()
 
     sample = tmp_path / "sample.txt"
     sample.write_bytes(b"hello from a new plugin")
     scanned = _run(
-        [venv / "bin" / "stoq", "scan", sample, "-s", "everything"],
+        [dev / "bin" / "stoq", "scan", sample, "-s", "everything", "--format", "json"],
         tmp_path,
         120,
         STOQ_HOME=str(home),
@@ -740,14 +880,8 @@ def test_a_generated_plugin_installs_passes_its_tests_and_scans(
         "preview": b"hello from a new plugin"[:16].hex(),
         "filename": "sample.txt",
     }
-    checked = _run(
-        [venv / "bin" / "stoq", "plugin", "check", "everything"], tmp_path, 120, STOQ_HOME=str(home)
-    )
-    assert checked.stdout.startswith("everything: ok (version 0.1.0; distribution ")
-    # The plugin's own command, through the entry point pip installed.
-    command = _run(
-        [venv / "bin" / "stoq", "everything", sample], tmp_path, 120, STOQ_HOME=str(home)
-    )
+    # The plugin's own command, through the entry point the wheel installed.
+    command = _run([dev / "bin" / "stoq", "everything", sample], tmp_path, 120, STOQ_HOME=str(home))
     assert json.loads(command.stdout) == {
         "path": str(sample),
         "preview": b"hello from a new plugin"[:16].hex(),
