@@ -2,7 +2,7 @@
 
     nox -s bench                 # everything, writes bench/latest.md
     python bench/run.py small    # one section (small, scaling, large, recursion, directory, cli,
-                                 # redis, isolation)
+                                 # redis, isolation, cache, jobs)
 
 Each measurement runs in its own subprocess (so peak RSS is that measurement's alone), repeats
 a few times, and reports the median. Nothing here asserts a speed: it prints figures.
@@ -434,6 +434,159 @@ def bench_redis() -> list[str]:
     ]
 
 
+# -- 7. the result cache -------------------------------------------------------------------------
+
+# The bench's workers, published as a distribution's entry points (the path any plugin takes).
+CACHE_PLUGINS = '''
+import time
+from stoq_core import WorkerResponse, hookimpl
+
+class Slow:
+    """About 10 ms of CPU a payload, the cost the cache is for."""
+    def __init__(self, config):
+        pass
+    @hookimpl
+    async def scan(self, payload, request):
+        end = time.perf_counter() + 0.010
+        while time.perf_counter() < end:
+            pass
+        return WorkerResponse({"size": len(payload.content)})
+
+class Cheap:
+    """Next to nothing a payload: what is left is the framework's, and the cache's, cost."""
+    def __init__(self, config):
+        pass
+    @hookimpl
+    async def scan(self, payload, request):
+        return WorkerResponse({"size": len(payload.content)})
+'''
+
+CACHE = """
+import shutil, statistics, sys, tempfile
+from pathlib import Path
+tmp = Path(tempfile.mkdtemp())
+site = tmp / "site"
+info = site / "stoq_bench_cache-1.0.dist-info"
+info.mkdir(parents=True)
+(info / "METADATA").write_text("Metadata-Version: 2.1\\nName: stoq-bench-cache\\nVersion: 1.0\\n")
+(info / "entry_points.txt").write_text(
+    "[stoq.plugins]\\nslow = bench_cache_plugins:Slow\\ncheap = bench_cache_plugins:Cheap\\n"
+)
+(site / "bench_cache_plugins.py").write_text({plugins!r})
+sys.path.insert(0, str(site))
+corpus = tmp / "corpus"
+corpus.mkdir()
+for i in range({files}):
+    (corpus / f"f{{i:04d}}").write_bytes(os.urandom(4096))
+files = sorted(corpus.iterdir())
+
+def stoq(home, cache):
+    return Stoq(base_dir=str(tmp / home), log_dir=None, plugin_dir_list=[], cache=cache)
+
+async def scan_all(s, worker, contents=None):
+    began = time.perf_counter()
+    for data in contents if contents is not None else (f.read_bytes() for f in files):
+        response = await s.scan(data, add_start_dispatch=[worker])
+        assert not response.errors, response.errors
+    return time.perf_counter() - began, response
+
+async def main():
+    # The corpus twice with the slow worker: the second scan is all hits (a new Stoq, as a
+    # second run would be).
+    first, response = await scan_all(stoq("slow", "local"), "slow")
+    assert response.results[0].cached is None
+    second, response = await scan_all(stoq("slow", "local"), "slow")
+    assert response.results[0].cached
+    # The cost of a miss (a lookup, then a store) and of a hit, with a worker that costs
+    # next to nothing, against the same scans without the cache; interleaved.
+    n = {misses}
+    runs = {{"off": [], "miss": [], "hit": []}}
+    for round in range(3):
+        contents = [os.urandom(4096) for _ in range(n)]
+        runs["off"].append((await scan_all(stoq("off", "off"), "cheap", contents))[0])
+        home = f"cheap{{round}}"
+        runs["miss"].append((await scan_all(stoq(home, "local"), "cheap", contents))[0])
+        runs["hit"].append((await scan_all(stoq(home, "local"), "cheap", contents))[0])
+    off, miss, hit = (statistics.median(runs[k]) for k in ("off", "miss", "hit"))
+    shutil.rmtree(tmp)
+    return {{
+        "first": first, "second": second, "speedup": first / second,
+        "off_us": off / n * 1e6, "miss_us": (miss - off) / n * 1e6, "hit_us": (hit - off) / n * 1e6,
+    }}
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def bench_cache() -> list[str]:
+    """The result cache: a corpus scanned twice with a slow worker, and a miss's cost."""
+    files, misses = 1000, 5000
+    r = median_of(lambda: child(CACHE.format(plugins=CACHE_PLUGINS, files=files, misses=misses)))
+    return [
+        f"| result cache: {files:,} files of 4 KiB scanned twice, `-s slow` (10 ms of CPU a "
+        f"payload), `cache = local` | second scan {r['second']:.3f} s ({files / r['second']:,.0f} "
+        f"files/s) | first scan (all misses) {r['first']:.2f} s | {r['speedup']:.0f}x faster |",
+        f"| result cache: cost per payload, {misses:,} x 4 KiB, `-s cheap` (a worker costing "
+        f"next to nothing) | miss (lookup + store) +{r['miss_us']:.0f} us; hit "
+        f"{r['hit_us']:+.0f} us | {r['off_us']:.0f} us/payload the same scans, cache off | "
+        "sqlite in WAL mode: one lookup per scan round, writes 100 at a time |",
+    ]
+
+
+# -- every core: --jobs --------------------------------------------------------------------------
+
+
+def bench_jobs() -> list[str]:
+    """``stoq scan DIR -a hash``: 10,000 files of 4 KiB, ``--jobs 2`` against ``--jobs 1``.
+
+    The whole command is timed, start-up included (the workers' too), as a user waits for it.
+    Each also scans a second directory of 10,000 after the first: the time the second adds is
+    the steady rate, the start-up of the processes taken out.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        first, second = Path(tmp) / "first", Path(tmp) / "second"
+        for directory in (first, second):
+            directory.mkdir()
+            for i in range(10_000):
+                (directory / f"f{i:05d}.bin").write_bytes(os.urandom(4096))
+        stoq = shutil.which("stoq") or "stoq"
+        env = {**os.environ, "STOQ_HOME": str(Path(tmp) / "home")}
+        results = Path(tmp) / "results.jsonl"
+
+        def seconds(jobs: int, *directories: Path) -> float:
+            with results.open("wb") as out:
+                began = time.perf_counter()
+                subprocess.run(
+                    [stoq, "scan", *map(str, directories), "-a", "hash", "--jobs", str(jobs)],
+                    check=True, stdout=out, stderr=subprocess.PIPE, timeout=900, env=env,
+                )  # fmt: skip
+                elapsed = time.perf_counter() - began
+            lines = results.read_bytes().count(b"\n")
+            if lines != 10_000 * len(directories):
+                raise RuntimeError(f"--jobs {jobs} printed {lines} responses")
+            return elapsed
+
+        seconds(1, first)  # the first run in a new $STOQ_HOME writes its entry-point index
+        # Interleaved, so that a slow spell of this shared machine hits both.
+        whole: dict[int, list[float]] = {1: [], 2: []}
+        added: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(max(REPEATS, 5)):
+            for jobs in (1, 2):
+                one = seconds(jobs, first)
+                both = seconds(jobs, first, second)
+                whole[jobs].append(10_000 / one)
+                added[jobs].append(10_000 / max(both - one, 1e-9))
+        w1, w2, a1, a2 = (
+            statistics.median(runs[jobs]) for runs in (whole, added) for jobs in (1, 2)
+        )
+        return [
+            "| every core: `stoq scan DIR -a hash --jobs 2`, 10,000 files of 4 KiB, whole command | "
+            f"{w2:,.0f} files/s | {w1:,.0f} files/s `--jobs 1` (one process) | "
+            f"{w2 / w1:.2f}x `--jobs 1`; {os.cpu_count()} CPUs; start-up included |",
+            "| the same, steady rate (what 10,000 more files add, start-up taken out) | "
+            f"{a2:,.0f} files/s | {a1:,.0f} files/s `--jobs 1` | {a2 / a1:.2f}x `--jobs 1` |",
+        ]
+
+
 def bench_isolation() -> list[str]:
     """``isolate = true`` against in-process: see ``isolation.py``."""
     from isolation import bench_isolation as rows  # beside this file
@@ -450,6 +603,8 @@ SECTIONS: dict[str, Callable[[], list[str]]] = {
     "cli": bench_cli,
     "redis": bench_redis,
     "isolation": bench_isolation,
+    "jobs": bench_jobs,
+    "cache": bench_cache,
 }
 
 

@@ -90,3 +90,27 @@ def test_the_check_sees_every_way_of_naming_a_private_module(tmp_path: Path) -> 
     ]
     assert "stoq_plugin_hash" in found
     assert "stoq_plugin_redis.client" in found
+
+
+def private_attributes(path: Path) -> Iterator[tuple[int, str]]:
+    """Every ``x._name`` read in ``path`` (``self._name`` and dunders aside)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            yield node.lineno, node.attr
+
+
+def test_the_testing_module_uses_only_the_public_core() -> None:
+    # Plugin authors' tests lean on stoq_core.testing: what it reaches, they reach.
+    testing = ROOT / "src" / "stoq_core" / "testing.py"
+    offenders = [
+        f"testing.py:{line}: {module}"
+        for line, module in imported_modules(testing)
+        if is_private_core(module)
+    ] + [f"testing.py:{line}: ._{name[1:]}" for line, name in private_attributes(testing)]
+    assert offenders == []

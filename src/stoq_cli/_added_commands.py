@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from stoq_cli._errors import CliError
-from stoq_cli._home import entry_point_reader
+from stoq_cli._where import entry_point_reader
 
 if TYPE_CHECKING:
     from stoq_core._index import PluginEntry

@@ -16,7 +16,6 @@ spelled out again from what was parsed (so it works however this process was sta
 
 from __future__ import annotations
 
-import configparser
 import os
 import signal
 import subprocess
@@ -25,8 +24,9 @@ import threading
 from collections.abc import Iterable
 from typing import IO, Optional, TextIO
 
-from stoq_cli._errors import CliError, OutputError
-from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers, config_path
+from stoq_cli._errors import OutputError
+from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
+from stoq_cli._run import require_providers
 from stoq_cli._streams import check_destination, results_stream
 
 __all__ = ["child_arguments", "consumers_command"]
@@ -61,6 +61,8 @@ def child_arguments(options: EngineOptions) -> list[str]:
     for flag, limit in limits:
         if limit is not None:
             args += [flag, repr(limit)]
+    if options.cache is not None:
+        args.append("--cache" if options.cache else "--no-cache")
     for plugin, values in (options.plugin_opts or {}).items():
         for key, value in values.items():
             args += ["--plugin-opts", f"{plugin}:{key}={value}"]
@@ -76,6 +78,11 @@ def child_arguments(options: EngineOptions) -> list[str]:
         args += ["--config-file", options.config_file]
     if options.log_level is not None:
         args += ["--log-level", options.log_level.lower()]
+    if options.tracing is not None:
+        args.append("--trace" if options.tracing else "--no-trace")
+    # One port cannot serve N processes: the children serve no metrics (main.py refuses
+    # --metrics-port with --consumers; this keeps stoq.cfg's metrics_port from clashing).
+    args += ["--metrics-port", "0"]
     return args
 
 
@@ -92,8 +99,7 @@ def _consumers_command(options: EngineOptions, count: int, out: TextIO) -> int:
     stoq = build_stoq(home, options)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
     del stoq
-    if not (options.providers or _configured_providers(config_path(home, options.config_file))):
-        raise CliError("no provider plugins are loaded: name one with -P or in stoq.cfg's [core]")
+    require_providers(home, options)
 
     command = [sys.executable, "-m", "stoq_cli", "run", *child_arguments(options)]
     children: list[subprocess.Popen[bytes]] = []
@@ -144,17 +150,6 @@ def _consumers_command(options: EngineOptions, count: int, out: TextIO) -> int:
     if stopped_by is not None:
         worst = max(worst, 128 + stopped_by)
     return worst
-
-
-def _configured_providers(path: str) -> list[str]:
-    """``[core] providers`` of the stoq.cfg at ``path`` (build_stoq has read it without error)."""
-    parser = configparser.ConfigParser()
-    try:
-        parser.read(path, encoding="utf-8-sig")
-        value = parser.get("core", "providers", fallback="")
-    except (configparser.Error, UnicodeDecodeError, OSError):
-        return []
-    return [name for name in (part.strip() for part in value.split(",")) if name]
 
 
 def _relay(

@@ -14,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-import sys
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_cli._errors import CliError
+from stoq_cli._where import entry_point_index, home_path
 
 if TYPE_CHECKING:
     from stoq_core import RequestMeta, Stoq
@@ -32,7 +30,6 @@ __all__ = [
     "build_stoq",
     "check_workers",
     "config_path",
-    "entry_point_reader",
 ]
 
 
@@ -45,7 +42,7 @@ class StoqHome:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> StoqHome:
         """``$STOQ_HOME``, or ``~/.stoq`` when it is unset or blank."""
-        return cls(Path(environ.get("STOQ_HOME") or "~/.stoq").expanduser().absolute())
+        return cls(Path(home_path(environ)))
 
     @property
     def config_file(self) -> Path:
@@ -61,11 +58,8 @@ class StoqHome:
 
     @property
     def entry_point_index(self) -> Path:
-        """Where the installed plugins' entry points are kept between runs (see
-        ``stoq_core.use_entry_point_index``): one file per Python environment."""
-        # crc32, not hashlib: zlib is loaded already, hashlib costs `stoq --help` about 3 ms.
-        environment = f"{zlib.crc32(sys.prefix.encode()):08x}"
-        return self.path / "cache" / f"entry-points-{environment}.json"
+        """Where the installed plugins' entry points are kept between runs."""
+        return Path(entry_point_index(str(self.path)))
 
     def prepare(self) -> bool:
         """Create the home, ``plugins/`` and ``logs/`` if missing.
@@ -83,29 +77,6 @@ class StoqHome:
         return os.access(self.logs, os.W_OK)
 
 
-_index_named = False
-
-
-def entry_point_reader() -> ModuleType:
-    """``stoq_core._index`` reading the home's entry-point index, as a scan reads it.
-
-    Importing it costs only the standard library (the core's ``__init__`` imports its parts on
-    first use), so ``stoq --help`` and ``stoq --version`` can read plugins the way a scan does
-    without paying for the engine (60-120 ms).
-    """
-    global _index_named
-    from stoq_core import _index
-
-    if not _index_named:  # once: naming the file again would drop what was read from it
-        home = StoqHome.from_environment()
-        # Only in a home made by ``prepare``: writing the index would create it with the
-        # umask's modes, and a group-writable home has its v3 plugins refused.
-        if home.path.is_dir():
-            _index.use_index_file(home.entry_point_index)
-        _index_named = True
-    return _index
-
-
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
     """The parsed engine options of ``scan`` and ``run`` (``_params.engine_options``)."""
@@ -121,12 +92,19 @@ class EngineOptions:
     max_recursion: Optional[int] = None
     timeout: Optional[float] = None
     deadline: Optional[float] = None
+    cache: Optional[bool] = None  #: --cache / --no-cache; None: stoq.cfg's
     plugin_opts: Optional[dict[str, dict[str, str]]] = None
     request_source: Optional[str] = None
     request_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     plugin_dirs: Sequence[str] = ()
     config_file: Optional[str] = None
     log_level: Optional[str] = None
+    tracing: Optional[bool] = None
+    #: None: stoq.cfg's. Only ``stoq run`` leaves it None: a command that does not serve
+    #: (a one-off scan beside a running service) would otherwise take the service's port.
+    metrics_port: Optional[int] = 0
+    metrics_host: Optional[str] = None
+    timings: bool = False
 
     @classmethod
     def without_roles(cls, **kwargs: Any) -> EngineOptions:
@@ -170,10 +148,16 @@ def config_path(home: StoqHome, given: Optional[str]) -> str:
     return str(path)
 
 
-def build_stoq(home: StoqHome, options: EngineOptions, fresh: bool = False) -> Stoq:
+def build_stoq(
+    home: StoqHome,
+    options: EngineOptions,
+    fresh: bool = False,
+    engine: Optional[type[Stoq]] = None,
+) -> Stoq:
     """The engine for ``options``, every named plugin loaded; raises saying which failed.
 
     :param fresh: read the installed plugins' metadata, not the index kept in the home.
+    :param engine: a subclass of ``Stoq`` to build (``stoq run --jobs``'s) [default: Stoq].
     """
     from stoq_core import Stoq, refresh_entry_points, use_entry_point_index
 
@@ -184,7 +168,7 @@ def build_stoq(home: StoqHome, options: EngineOptions, fresh: bool = False) -> S
     kwargs: dict[str, Any] = {}
     if not writable:
         kwargs["log_dir"] = None  # else stoq.cfg's log_dir, or $STOQ_HOME/logs
-    return Stoq(
+    return (engine or Stoq)(
         base_dir=str(home.path),
         config_file=config_path(home, options.config_file),
         log_level=options.log_level,
@@ -200,6 +184,11 @@ def build_stoq(home: StoqHome, options: EngineOptions, fresh: bool = False) -> S
         max_recursion=options.max_recursion,
         timeout=options.timeout,
         deadline=options.deadline,
+        cache=options.cache,
+        tracing=options.tracing,
+        metrics_port=options.metrics_port,
+        metrics_host=options.metrics_host,
+        timings=options.timings,
         **kwargs,
     )
 

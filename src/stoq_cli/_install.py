@@ -1,8 +1,11 @@
 """``stoq install``: plugin distributions through pip, v3 plugins by copying.
 
 A distribution (a requirement such as ``stoq-plugin-yara``, a wheel, an sdist or a project
-directory) is installed with ``python -m pip install`` of the interpreter stoq runs in, so the
-plugins land where ``stoq`` finds them.
+directory, or with ``-e`` a project in development mode) is installed with ``python -m pip
+install`` of the interpreter stoq runs in (``_pip``), so the plugins land where ``stoq`` finds
+them; pip's own options given to ``stoq install`` are passed on. What pip did is read from its
+``--report``, so a reinstall says "reinstalled" and an installed requirement "nothing to
+install", whether or not ``--upgrade`` was given (issue 15: both once said "add --upgrade").
 
 A v3 plugin is installed as v3's ``stoq install`` did (issue 13): its ``requirements.txt`` with
 that same pip, then its folder holding the ``.stoq`` file copied to
@@ -19,16 +22,16 @@ that same pip, then its folder holding the ``.stoq`` file copied to
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Optional
 
-from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
+from stoq_cli import _pip
+from stoq_cli._errors import EXIT_OK, CliError
 from stoq_cli._home import StoqHome
 from stoq_cli._installed import PluginRecord, installed_plugins
 from stoq_cli._installed import v3_plugins as v3_plugins_in
@@ -131,8 +134,17 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or spec.startswith(".") or spec.endswith(_ARCHIVES)
 
 
-def install_command(specs: Sequence[str], upgrade: bool) -> int:
-    """Run ``stoq install``; returns the exit code."""
+def install_command(
+    specs: Sequence[str],
+    upgrade: bool,
+    editable: Sequence[str] = (),
+    pip_options: Sequence[str] = (),
+) -> int:
+    """Run ``stoq install``; returns the exit code.
+
+    :param editable: project folders to install in development mode (``pip install -e``).
+    :param pip_options: pip's own options, passed on to every pip this runs.
+    """
     home = StoqHome.from_environment()
     copies: list[V3Plugin] = []
     to_pip: list[str] = []
@@ -144,6 +156,18 @@ def install_command(specs: Sequence[str], upgrade: bool) -> int:
             raise CliError(f"{spec}: no such file or directory")
         else:
             to_pip.append(spec)
+    asked = [*to_pip, *editable]  # what pip is asked for, as the user wrote it
+    for path in editable:
+        if not os.path.exists(path):
+            raise CliError(f"{path}: no such file or directory")
+        if v3_plugins(Path(path)):
+            raise CliError(
+                f"{path} holds v3 plugins, which are copied, not installed in development mode: "
+                f"to run them from where they are, give 'stoq scan' --plugin-dir {path}"
+            )
+        to_pip += ["--editable", path]
+    # pip reinstalls when told to force it: a v3 copy is replaced then too.
+    replace = upgrade or "--force-reinstall" in pip_options
     # Everything is checked before anything is installed: a refusal leaves no half install.
     targets: dict[Path, V3Plugin] = {}
     for plugin in copies:
@@ -153,15 +177,15 @@ def install_command(specs: Sequence[str], upgrade: bool) -> int:
                 f"{targets[target].folder} and {plugin.folder} would both be installed as "
                 f"{target}; install them one at a time"
             )
-        if target.exists() and not upgrade:
+        if target.exists() and not replace:
             raise CliError(f"{target} already exists; add --upgrade to replace it")
         targets[target] = plugin
 
     changes = []
     # Requirements first, as v3 did: a plugin is copied only once it can import them.
     for requirements in dict.fromkeys(p.requirements for p in targets.values() if p.requirements):
-        _pip_install(
-            ["-r", str(requirements)], False, requirements.parent, "; no plugin was copied"
+        _pip.install(
+            ["-r", str(requirements)], pip_options, requirements.parent, "; no plugin was copied"
         )
         changes.append(f"installed requirements from {requirements} with pip into {sys.prefix}")
     if targets:
@@ -172,19 +196,50 @@ def install_command(specs: Sequence[str], upgrade: bool) -> int:
             version = f" {record.version}" if record.version else ""
             problem = f" (a scan will not load it: {record.error})" if record.error else ""
             changes.append(f"installed plugin {record.name}{version} in {record.origin}{problem}")
+    report: Optional[list[_pip.Installed]] = []
+    after: dict[str, PluginRecord] = {}
     if to_pip:
         before = installed_plugins(fresh=True)
-        _pip_install(to_pip, upgrade)
-        changes += _changes(before, installed_plugins(fresh=True))
+        try:
+            report = _pip.install(to_pip, [*(["--upgrade"] if upgrade else []), *pip_options])
+        finally:
+            _pip.forget_installed(home)  # pip may have changed things even when it failed
+        after = installed_plugins(fresh=True)
+        changes += _changes(before, after, report)
     for line in changes:
         print(line)
-    if not changes:
-        print(
-            f"stoq: no new or changed plugins: {' '.join(specs)} added no stoq.plugins entry "
-            "point or .stoq file (already installed? add --upgrade)",
-            file=sys.stderr,
+    if report is None:  # a pip too old to report what it did: only the plugins tell
+        if not changes:
+            _note(
+                f"no new or changed plugins: {' '.join(asked)} added no {ENTRY_POINT_GROUP} entry point"
+                + ("" if upgrade else " (already installed? add --upgrade)")
+            )
+    elif to_pip and not report:
+        # -U was given or not, pip found everything installed: say which way (issue 15).
+        _note(
+            f"nothing to install: {' '.join(asked)} already up to date"
+            if upgrade
+            else f"nothing to install: {' '.join(asked)} already installed "
+            "(add --upgrade for a newer version)"
         )
+    else:
+        _say_what_added_nothing(report, after)
     return EXIT_OK
+
+
+def _note(message: str) -> None:
+    print(f"stoq: {message}", file=sys.stderr)
+
+
+def _say_what_added_nothing(report: list[_pip.Installed], after: dict[str, PluginRecord]) -> None:
+    """A distribution asked for that publishes no plugin is most often a forgotten entry point."""
+    publishing = {_pip.normalize(record.origin) for record in after.values()}
+    for dist in report:
+        if dist.requested and _pip.normalize(dist.name) not in publishing:
+            _note(
+                f"{dist.name} {dist.version} declares no {ENTRY_POINT_GROUP!r} entry point: "
+                "it adds no plugin"
+            )
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -212,36 +267,31 @@ def _copy(source: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _pip_install(
-    args: Sequence[str], upgrade: bool, cwd: Path | None = None, consequence: str = ""
-) -> None:
-    command = [sys.executable, "-m", "pip", "install", *(["--upgrade"] if upgrade else []), *args]
-    # pip's chatter is not a result: it goes to stderr, so stdout lists only what was installed.
-    try:
-        stdout: int | None = sys.stderr.fileno()
-    except (AttributeError, ValueError, io.UnsupportedOperation):
-        stdout = None
-    try:
-        # In its own folder, a requirements file's relative paths mean what its author meant.
-        done = subprocess.run(command, stdout=stdout, check=False, cwd=cwd)
-    except OSError as exc:
-        raise CliError(f"cannot run pip: {exc.strerror or exc}", EXIT_FAILED) from None
-    if done.returncode != 0:
-        what = f"pip install {' '.join(args)}" if cwd is not None else "pip install"
-        raise CliError(
-            f"{what} failed (exit {done.returncode}); its output is above{consequence}",
-            EXIT_FAILED,
-        )
+def _changes(
+    before: dict[str, PluginRecord],
+    after: dict[str, PluginRecord],
+    report: Optional[list[_pip.Installed]],
+) -> list[str]:
+    """A line per plugin pip added, changed, reinstalled or took away.
 
-
-def _changes(before: dict[str, PluginRecord], after: dict[str, PluginRecord]) -> list[str]:
+    :param report: what pip installed (``None``: a pip too old to say); a plugin of a
+        distribution it reinstalled at the same version is "reinstalled".
+    """
+    reinstalled = {_pip.normalize(d.name): d for d in report or ()}
     lines = []
     for name, record in sorted(after.items()):
         old = before.get(name)
         where = f"from {record.origin}"
         version = f" {record.version}" if record.version else ""
+        dist = reinstalled.get(_pip.normalize(record.origin))
+        how = " (editable)" if dist is not None and dist.editable else ""
         if old is None:
-            lines.append(f"installed plugin {name}{version} {where}")
+            lines.append(f"installed plugin {name}{version} {where}{how}")
         elif old != record:
-            lines.append(f"updated plugin {name}{version} {where} (was {old.version or '?'})")
+            lines.append(f"updated plugin {name}{version} {where} (was {old.version or '?'}){how}")
+        elif dist is not None:
+            lines.append(f"reinstalled plugin {name}{version} {where}{how}")
+    for name, old in sorted(before.items()):
+        if name not in after:
+            lines.append(f"removed plugin {name} (was {old.version} from {old.origin})")
     return lines

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from stoq_cli._home import entry_point_reader
+from stoq_cli._where import entry_point_reader
 
 __all__ = ["PluginRecord", "installed_plugins", "v3_plugins"]
 

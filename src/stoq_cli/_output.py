@@ -1,21 +1,21 @@
-"""What goes to stdout: responses as JSON, JSON lines or a table, and the plugin listing.
+"""What goes to stdout: responses as JSON, JSON lines or a summary, and the plugin listing.
 
 Only results go to stdout; everything else (progress, warnings, errors) goes to stderr. rich is
-imported only by the table views, so a JSON scan never pays for it. The commands pass the
-stream ``_streams.results_stream`` gives them: while plugins run, ``sys.stdout`` is stderr.
+imported only by the summary and the plugin table, so a JSON scan never pays for it. The
+commands pass the stream ``_streams.results_stream`` gives them: while plugins run,
+``sys.stdout`` is stderr.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, TextIO
+from typing import TYPE_CHECKING, Optional, TextIO
 
 from stoq_cli._errors import OutputError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
+    from stoq_cli._summary import SummaryPrinter
     from stoq_core import PluginInfo, StoqResponse
 
 __all__ = ["FORMATS", "ResponsePrinter", "connector_failed", "payload_lines", "print_plugins"]
@@ -52,12 +52,14 @@ class ResponsePrinter:
     """Prints responses to stdout in the chosen format.
 
     :param fmt: ``json`` (indented for one response unless ``compact``, else one line per
-        response), ``jsonl`` (one line per payload) or ``summary`` (tables).
+        response), ``jsonl`` (one line per payload) or ``summary`` (for a person: ``_summary``).
     :param single: the command scans one payload, so ``json`` may be indented.
     :param connectors: the ``-C`` connectors; with any, only responses a connector failed to
         save are printed, so no result is lost.
     :param write: where a line goes (a progress display may need to clear itself first).
     :param stream: where results go [default: ``sys.stdout``].
+    :param hint: a one-input summary ends saying how to get the whole response (it was not
+        asked for: it is the default on a terminal).
     :raises OutputError: from ``emit``, when the results cannot be written (a full disk...).
     """
 
@@ -69,13 +71,18 @@ class ResponsePrinter:
         connectors: Optional[Sequence[str]] = None,
         write: Optional[Callable[[str], None]] = None,
         stream: Optional[TextIO] = None,
+        hint: bool = False,
     ) -> None:
         self.fmt = fmt
         self.indent = single and not compact
         self.connectors = list(connectors or ())
         self.stream = stream
         self._write = write
-        self._console: Optional[Console] = None
+        self._summary: Optional[SummaryPrinter] = None
+        if fmt == "summary":
+            from stoq_cli._summary import SummaryPrinter
+
+            self._summary = SummaryPrinter(self._out(), single, hint=hint)
 
     def _out(self) -> TextIO:
         return self.stream or sys.stdout
@@ -94,6 +101,8 @@ class ResponsePrinter:
         :raises BrokenPipeError: stdout's reader went away (``stoq scan DIR | head``).
         :raises OutputError: stdout failed otherwise: the scan ran, its result is not written.
         """
+        if self._summary is not None:
+            self._summary.count(response)
         if self.connectors and not connector_failed(response, self.connectors):
             return
         try:
@@ -107,103 +116,26 @@ class ResponsePrinter:
         if self.fmt == "jsonl":
             for line in payload_lines(response):
                 self.write(line)
-        elif self.fmt == "summary":
-            self._summary(response, label)
+        elif self._summary is not None:
+            self._summary.print(response, label)
         else:
             from stoq_core.helpers import dumps
 
             self.write(dumps(response.to_dict(), indent=4 if self.indent else None))
 
-    def _summary(self, response: StoqResponse, label: Optional[str]) -> None:
-        if self._console is None:
-            from rich.console import Console
+    def finish(self) -> None:
+        """After the last response: a many-file summary's totals line.
 
-            self._console = Console(file=self._out(), highlight=False)
-        for renderable in summary_tables(response, label):
-            self._console.print(renderable)
-
-
-def summary_tables(response: StoqResponse, label: Optional[str] = None) -> list[Any]:
-    """rich renderables: a table of the payloads and their workers, then one of the errors."""
-    from rich.table import Table
-    from rich.text import Text
-
-    results = response.results
-    by_id = {result.payload_id: result for result in results}
-    failed: dict[str, set[str]] = {}
-    for error in response.errors:
-        payload_id = getattr(error, "payload_id", None)
-        plugin = getattr(error, "plugin_name", None)
-        if payload_id and plugin:
-            failed.setdefault(payload_id, set()).add(plugin)
-
-    heading = Text(label or "scan", style="bold")
-    heading.append(f"  scan {response.scan_id}", style="dim")
-    extracted = any(result.extracted_by for result in results)
-    archived = any(result.plugins_run.get("archivers") for result in results)
-    table = Table(expand=False)
-    table.add_column("payload", overflow="fold")
-    table.add_column("size", justify="right")
-    if extracted:
-        table.add_column("extracted by")
-    table.add_column("workers", overflow="fold")
-    if archived:
-        table.add_column("archivers")
-    for result in results:
-        depth = _depth(result.payload_id, by_id)
-        name = result.payload_meta.extra_data.get("filename") or result.payload_id[:8]
-        workers = Text()
-        for index, worker in enumerate(result.plugins_run.get("workers", [])):
-            if index:
-                workers.append(", ")
-            broken = worker in failed.get(result.payload_id, ())
-            workers.append(worker + (" \u2717" if broken else ""), style="red" if broken else "")
-        row: list[Any] = [Text("  " * depth + ("\u21b3 " if depth else "") + str(name))]
-        row.append(f"{result.size:,}")
-        if extracted:
-            row.append(Text(", ".join(result.extracted_by)))
-        row.append(workers)
-        if archived:
-            row.append(Text(", ".join(result.plugins_run.get("archivers", []))))
-        table.add_row(*row)
-    renderables: list[Any] = [heading, table]
-    if response.decorators:
-        renderables.append(Text("decorators: " + ", ".join(response.decorators), style="dim"))
-    if response.errors:
-        count = len(response.errors)
-        renderables.append(Text(f"{count} error{'s' if count > 1 else ''}", style="bold red"))
-        errors = Table(expand=False)
-        errors.add_column("plugin")
-        errors.add_column("payload")
-        errors.add_column("error", overflow="fold")
-        for error in response.errors:
-            payload_id = getattr(error, "payload_id", None)
-            owner = by_id.get(payload_id or "")
-            where = ""
-            if owner is not None:
-                where = owner.payload_meta.extra_data.get("filename") or owner.payload_id[:8]
-            errors.add_row(
-                Text(str(getattr(error, "plugin_name", None) or "-")),
-                Text(str(where)),
-                Text(str(getattr(error, "error", error))),
-            )
-        renderables.append(errors)
-    else:
-        renderables.append(Text("no errors", style="green"))
-    return renderables
-
-
-def _depth(payload_id: str, by_id: Mapping[str, Any]) -> int:
-    depth, seen = 0, {payload_id}
-    current = by_id.get(payload_id)
-    while current is not None and current.extracted_from:
-        parent = current.extracted_from[0]
-        if parent in seen:
-            break
-        seen.add(parent)
-        depth += 1
-        current = by_id.get(parent)
-    return depth
+        :raises OutputError: as ``emit``.
+        """
+        if self._summary is None or self._summary.single:
+            return
+        try:
+            self._summary.totals()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc.strerror or str(exc)) from exc
 
 
 def print_plugins(

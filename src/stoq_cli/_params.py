@@ -21,9 +21,11 @@ import click
 __all__ = [
     "ContinuedOption",
     "Invocation",
+    "Jobs",
     "Seconds",
     "StoqCommand",
     "engine_options",
+    "jobs_option",
     "parse_plugin_opts",
     "parse_request_extra",
     "split_names",
@@ -174,9 +176,11 @@ def split_names(
 def parse_plugin_opts(
     ctx: click.Context, param: click.Parameter, values: Sequence[str]
 ) -> dict[str, dict[str, str]] | None:
-    """``('dirmon:source_dir=/tmp/in',)`` -> ``{'dirmon': {'source_dir': '/tmp/in'}}``.
+    """``('filedir:source_dir=/tmp/in',)`` -> ``{"filedir": {"source_dir": "/tmp/in"}}``.
 
-    Values stay text: the plugin's typed getters (``getint``, ``getboolean``...) parse them.
+    Values stay text: the plugin's typed getters (``getint``, ``getboolean``...) parse them, and
+    the core reads a ``$env:VAR`` value and checks names against a plugin's declared options when
+    it loads (the CLI does not know them: plugins are imported only when used).
     """
     if not values:
         return None
@@ -185,7 +189,7 @@ def parse_plugin_opts(
         match = _PLUGIN_OPT.fullmatch(value)
         if match is None:
             raise click.BadParameter(
-                f"{value!r} is not NAME:OPTION=VALUE (e.g. dirmon:source_dir=/tmp/in)", ctx, param
+                f"{value!r} is not NAME:OPTION=VALUE (e.g. filedir:source_dir=/tmp/in)", ctx, param
             )
         opts.setdefault(match["plugin"], {})[match["option"]] = match["value"]
     return opts
@@ -234,6 +238,34 @@ class Seconds(click.FloatRange):
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a finite number of seconds (0: no limit)", param, ctx)
         return seconds
+
+
+class Jobs(click.IntRange):
+    """``--jobs``: a number of worker processes; ``0`` or ``auto``: one per CPU this process may
+    use (its affinity mask, which a container or ``taskset`` narrows, not every CPU of the host)."""
+
+    name = "number of processes"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            value = 0
+        count = super().convert(value, param, ctx)
+        if count == 0:
+            try:
+                count = len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):  # not on every platform
+                count = os.cpu_count() or 1
+        return count
+
+
+def jobs_option(help: str) -> Callable[[F], F]:
+    """``-j/--jobs N`` of ``scan`` and ``run`` (see ``_jobs``)."""
+    return click.option(
+        "-j", "--jobs", type=Jobs(), default=1, show_default=True, metavar="N", help=help
+    )
 
 
 def _seconds(*decls: str, help: str) -> Callable[[F], F]:
@@ -300,6 +332,13 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             help="Seconds one plugin call may take before it is abandoned with an error; 0: "
             "no limit; a plugin's own timeout option beats it [default: stoq.cfg, else 600].",
         ),
+        click.option(
+            "--cache/--no-cache",
+            default=None,
+            help="Reuse workers' results for bytes they have scanned before (stoq.cfg's "
+            "backend, else sqlite in $STOQ_HOME/cache), or not; see docs/cache.md "
+            "[default: stoq.cfg, else off].",
+        ),
         _seconds(
             "--deadline",
             help="Seconds one request's scan may take in all; at the deadline the response "
@@ -311,7 +350,8 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             continues=_plugin_opt_word,
             callback=parse_plugin_opts,
             metavar="NAME:OPTION=VALUE",
-            help="A plugin option; beats stoq.cfg's [NAME] section. Repeat for more.",
+            help="A plugin option; beats stoq.cfg's [NAME] section. A VALUE of '$env:VAR' "
+            "(quoted for the shell) is environment variable VAR. Repeat for more.",
         ),
         click.option(
             "--request-source",
@@ -346,10 +386,45 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             "--log-level",
             type=click.Choice(LOG_LEVELS, case_sensitive=False),
             callback=remember_log_level,
-            help="Level of the log on stderr and in $STOQ_HOME/logs; 'debug' also prints "
+            help="Level of the log on stderr and in $STOQ_HOME/logs; 'debug' also shows each "
+            "plugin loaded, the workers each payload got and why, each plugin call's time, and "
             "the traceback of a failure [default: stoq.cfg, else info].",
         ),
+        click.option(
+            "--trace/--no-trace",
+            "tracing",
+            default=None,
+            help="Make an OpenTelemetry span per request and per plugin call, for the tracer "
+            "provider that exports them (e.g. under opentelemetry-instrument); needs "
+            "opentelemetry-api [default: stoq.cfg's tracing, else off].",
+        ),
     ]
+    # Observability only one command has (issue 16): a scan's timings, a run's metrics.
+    if providers:
+        options += [
+            click.option(
+                "--metrics-port",
+                type=click.IntRange(0, 65535),
+                metavar="PORT",
+                help="Serve Prometheus metrics on this port while the run lasts; 0: none; "
+                "needs prometheus_client [default: stoq.cfg's metrics_port, else 0].",
+            ),
+            click.option(
+                "--metrics-host",
+                metavar="ADDRESS",
+                help="The address metrics are served on [default: stoq.cfg's metrics_host, "
+                "else 127.0.0.1, this machine only].",
+            ),
+        ]
+    else:
+        options.append(
+            click.option(
+                "--timings",
+                is_flag=True,
+                help="Print on stderr each plugin call's time per payload, and each plugin's "
+                "total, after each response.",
+            )
+        )
 
     def apply(function: F) -> F:
         for option in reversed(options):

@@ -1,4 +1,4 @@
-"""``stoq plugin``: commands for plugin authors, ``new`` and ``check``.
+"""``stoq plugin``: commands for plugin authors, ``new``, ``check`` and ``info``.
 
 Imported with the ``stoq`` group, so it imports only click here: the scaffold and the core are
 imported by the command that runs.
@@ -12,6 +12,7 @@ not.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -21,7 +22,7 @@ from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
 from stoq_cli._params import LOG_LEVELS, Invocation, parse_plugin_opts, remember_log_level
 
 if TYPE_CHECKING:
-    from stoq_core import PluginInfo, Stoq
+    from stoq_core import Option, PluginInfo, Stoq
 
 __all__ = ["plugin_group"]
 
@@ -75,7 +76,8 @@ Examples
 
 @click.group("plugin", context_settings=_CONTEXT)
 def plugin_group() -> None:
-    """Write and check plugins: 'new' scaffolds one, 'check' says why one does not load."""
+    """Write and check plugins: 'new' scaffolds one, 'check' says why one does not load,
+    'info' shows one's roles and options."""
 
 
 @plugin_group.command(
@@ -113,6 +115,7 @@ def new(name: str, hooks: tuple[str, ...], directory: Path, description: str) ->
         Scaffold,
         ScaffoldError,
         core_requirement,
+        installed_core_source,
         parse_hooks,
         parse_name,
         write_scaffold,
@@ -125,12 +128,14 @@ def new(name: str, hooks: tuple[str, ...], directory: Path, description: str) ->
             hooks=parse_hooks(hooks or ("scan",)),
             requirement=core_requirement(__version__),
             description=" ".join(description.split()).rstrip("."),
+            # Where this stoq-core came from, so the README's steps work before it is on an index.
+            core_source=installed_core_source(),
         )
         target = write_scaffold(scaffold, directory)
     except ScaffoldError as exc:
         raise CliError(str(exc)) from None
     click.echo(f"created {target} ({scaffold.distribution}: {', '.join(scaffold.parts)})")
-    click.echo(f"next: cd {target} && pip install -e '.[test]' && pytest", err=True)
+    click.echo(f"next: the steps under 'Develop' in {target / 'README.md'}", err=True)
     return EXIT_OK
 
 
@@ -229,3 +234,115 @@ def _failure(name: str, exc: BaseException, debug: bool, prefix: str = "") -> st
         traceback.print_exception(exc, file=sys.stderr)
     message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return f"{name}: failed: {prefix}{message}"
+
+
+_INFO_EPILOG = """\
+\b
+Shows where plugin NAME comes from (version, distribution or plugin directory),
+its description, the roles it can play and the options it declares, each with
+its type, default and help. Nothing is constructed: a plugin whose options are
+missing still shows. Exits 1 if the plugin cannot load (the reason is shown).
+
+\b
+Examples
+  stoq plugin info hash
+  stoq plugin info carve --plugin-dir ./plugins
+"""
+
+
+@plugin_group.command(
+    "info",
+    context_settings=_CONTEXT,
+    epilog=_INFO_EPILOG,
+    short_help="Show a plugin's version, roles and options.",
+)
+@click.argument("name")
+@click.option(
+    "--plugin-dir",
+    "plugin_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Also look in this directory of v3 plugins. Repeat for more.",
+)
+def info(name: str, plugin_dirs: tuple[str, ...]) -> int:
+    """Show a plugin's version, description, roles and declared options."""
+    from stoq_cli._home import EngineOptions, StoqHome, build_stoq
+    from stoq_core import StoqException
+
+    options = EngineOptions.without_roles(plugin_dirs=plugin_dirs)
+    stoq = build_stoq(StoqHome.from_environment(), options, fresh=True)
+    about = stoq.list_plugins().get(name)
+    if about is None:
+        raise stoq.plugins.not_found(name)
+    lines = [f"{name} {about.version or '-'} ({_kind(about)} {about.origin})"]
+    if about.description:
+        lines.append(f"  {about.description}")
+    if about.shadows:
+        lines.append(f"  note: {about.shadows}")
+    lines.append(f"roles: {_roles(about.hooks)}")
+    error = about.error
+    declared = None
+    if error is None:
+        try:
+            declared = stoq.plugins.declared_options(name)
+        except StoqException as exc:
+            error = str(exc)
+    if error is None:
+        lines += _option_lines(name, declared)
+    for line in lines:
+        click.echo(line)
+    if error is not None:
+        click.echo(f"error: {' '.join(error.split())}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _roles(hooks: list[str]) -> str:
+    from stoq_core.plugins import HOOK_ROLES
+
+    roles = [f"{HOOK_ROLES[hook].name} ({hook})" for hook in hooks if hook in HOOK_ROLES]
+    return ", ".join(roles) or "none"
+
+
+def _option_lines(name: str, declared: Optional[Sequence[Option]]) -> list[str]:
+    """The ``options`` part of ``plugin info``: one line per option, its help under it."""
+    from stoq_core.options import CORE_OPTIONS
+
+    core = ", ".join(option.name for option in CORE_OPTIONS)
+    if declared is None:
+        return [
+            "options: not declared (any option is passed to the plugin unchecked; see its README)",
+            f"  and the core's, for every plugin: {core}",
+        ]
+    if not declared:
+        lines = ["options: none of its own"]
+    else:
+        lines = [f"options (--plugin-opts {name}:OPTION=VALUE, or [{name}] in stoq.cfg):"]
+        width = max(len(option.name) for option in declared)
+        for option in declared:
+            default = _default_text(option)
+            lines.append(f"  {option.name:<{width}}  {option.type.__name__:<5}  {default}")
+            if option.help:
+                lines.append(f"  {'':<{width}}  {option.help}")
+    lines.append(f"  and the core's, for every plugin: {core}")
+    return lines
+
+
+def _default_text(option: Option) -> str:
+    """The default as a user would write it in stoq.cfg: ``sha256, md5, sha1``, ``true``."""
+    import json
+
+    value = option.default
+    if value is None:
+        return "[no default]"
+    if isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(item, str) and "," not in item for item in value
+    ):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return f"[default: {', '.join(items)}]"
+    if isinstance(value, bool):
+        return f"[default: {'true' if value else 'false'}]"
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"[default: {json.dumps(value)}]"
+    return f"[default: {value}]" if value != "" else "[default: empty]"

@@ -19,15 +19,18 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from stoq_cli._errors import EXIT_FAILED, EXIT_OK, OutputError
-from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
+from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError, OutputError
+from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers, config_path
 from stoq_cli._output import ResponsePrinter
 from stoq_cli._streams import check_destination, results_stream
 from stoq_core import RunStats, Stoq, StoqResponse
 
-__all__ = ["run_command"]
+if TYPE_CHECKING:
+    from stoq_cli._jobs import RequestPool
+
+__all__ = ["require_providers", "run_command"]
 
 
 class _Counts:
@@ -90,17 +93,27 @@ class _StatusLine:
             await asyncio.sleep(every)
 
 
-def run_command(options: EngineOptions) -> int:
-    """Run ``stoq run``; returns the exit code."""
+def run_command(options: EngineOptions, jobs: int = 1) -> int:
+    """Run ``stoq run``; returns the exit code.
+
+    :param jobs: worker processes that scan what the providers (here) queue (``_jobs``); 1:
+        this process scans.
+    """
     with results_stream() as out:
-        return _run_command(options, out)
+        return _run_command(options, out, jobs)
 
 
-def _run_command(options: EngineOptions, out: TextIO) -> int:
+def _run_command(options: EngineOptions, out: TextIO, jobs: int = 1) -> int:
     check_destination(out, options.connectors)
     home = StoqHome.from_environment()
-    stoq = build_stoq(home, options)
+    pooled: Optional[type[Stoq]] = None
+    if jobs > 1:
+        from stoq_cli._jobs import PooledStoq
+
+        pooled = PooledStoq
+    stoq = build_stoq(home, options, engine=pooled)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
+    require_providers(home, options)
     counts = _Counts()
     status: Optional[_StatusLine] = None
     if sys.stderr is not None and sys.stderr.isatty():
@@ -112,9 +125,22 @@ def _run_command(options: EngineOptions, out: TextIO) -> int:
         stream=out,
     )
     loop = asyncio.new_event_loop()
+    pool: Optional[RequestPool] = None
     try:
+        if jobs > 1:
+            from stoq_cli._jobs import PooledStoq, RequestPool
+
+            assert isinstance(stoq, PooledStoq)
+            pool = RequestPool(stoq, options, jobs)
+            loop.run_until_complete(pool.start())
         loop.run_until_complete(_run(stoq, options, printer, counts, status))
+    except BaseException:
+        if pool is not None:
+            pool.abort()  # a Ctrl-C while they start, a failure: nothing to wait for
+        raise
     finally:
+        if pool is not None:
+            pool.finish()
         if status is not None:
             status.draw()
             sys.stderr.write("\n")
@@ -130,6 +156,32 @@ def _run_command(options: EngineOptions, out: TextIO) -> int:
     if counts.stopped_by is not None:
         return 128 + counts.stopped_by
     return EXIT_FAILED if counts.errors else EXIT_OK
+
+
+def require_providers(home: StoqHome, options: EngineOptions) -> None:
+    """Refuse a run that names no provider, in the command line's words (the engine's own
+    message speaks Python: ``providers=[...]``).
+
+    :raises CliError: neither -P nor stoq.cfg's ``[core] providers`` names one.
+    """
+    if options.providers or _configured_providers(config_path(home, options.config_file)):
+        return
+    raise CliError(
+        "no provider plugins are loaded: name one with -P NAME, or with 'providers = NAME' in "
+        "the [core] section of stoq.cfg ('stoq list' shows the plugins with the ingest hook)"
+    )
+
+
+def _configured_providers(path: str) -> list[str]:
+    """``[core] providers`` of the stoq.cfg at ``path`` (build_stoq has read it without error)."""
+    from stoq_core import StoqException
+    from stoq_core.config import read_stoq_cfg
+
+    try:  # read as the engine reads it: inline comments, ``%%``
+        value = read_stoq_cfg(path).get("core", {}).get("providers", "")
+    except StoqException:
+        return []
+    return [name for name in (part.strip() for part in value.split(",")) if name]
 
 
 def _say_how_it_ended(counts: _Counts, status: Optional[_StatusLine]) -> None:

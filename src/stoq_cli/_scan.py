@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
 from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
-from stoq_cli._inputs import Input, collect, read_stdin
+from stoq_cli._inputs import Input, Inputs, collect, read_stdin
 from stoq_cli._output import ResponsePrinter
 from stoq_cli._streams import check_destination, results_stream
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from stoq_core import Stoq, StoqResponse
+    from stoq_cli._jobs import FileScan
+    from stoq_core import PluginTiming, Stoq, StoqResponse
 
-__all__ = ["scan_command"]
+__all__ = ["Tally", "scan_command", "scan_one"]
 
 
 def _isatty(stream: Any) -> bool:
@@ -43,35 +46,97 @@ class _Stderr:
         else:
             print(f"stoq: {message}", file=sys.stderr, flush=True)
 
+    def lines(self, lines: Sequence[str]) -> None:
+        """Print ``lines`` as they are (a table), above the progress bar if one is shown."""
+        if self.progress is not None:
+            from rich.text import Text
+
+            for line in lines:
+                self.progress.console.print(Text(line))
+        else:
+            print("\n".join(lines), file=sys.stderr, flush=True)
+
 
 def scan_command(
     files: Sequence[str],
     options: EngineOptions,
-    fmt: str,
+    fmt: Optional[str],
     compact: bool,
     allow_empty: bool,
+    jobs: int = 1,
 ) -> int:
-    """Run ``stoq scan``; returns the exit code."""
+    """Run ``stoq scan``; returns the exit code.
+
+    :param fmt: ``--format``; None (not given): ``summary`` when stdout is a terminal, where
+        a person reads it, else ``json``, as in v3, for every pipe and file.
+    :param jobs: worker processes to scan many files in (``_jobs``); 1: this process.
+    """
     with results_stream() as out:
-        return _scan_command(files, options, fmt, compact, allow_empty, out)
+        return _scan_command(files, options, fmt, compact, allow_empty, out, jobs)
 
 
 def _scan_command(
     files: Sequence[str],
     options: EngineOptions,
-    fmt: str,
+    fmt: Optional[str],
     compact: bool,
     allow_empty: bool,
     out: TextIO,
+    jobs: int = 1,
 ) -> int:
+    chosen = fmt is not None
+    if fmt is None:
+        fmt = "summary" if _isatty(out) and not compact else "json"
     check_destination(out, options.connectors)
     home = StoqHome.from_environment()
     stderr = _Stderr()
-    inputs = collect(files, allow_empty, stderr.warn)
-    if not inputs.items:
-        if inputs.problems:
-            return EXIT_FAILED
-        raise CliError(f"nothing to scan: no file under {', '.join(files)}")
+    workers: Optional[FileScan] = None
+    if jobs > 1 and len(files) > 1 and "-" in files:
+        raise CliError(
+            "--jobs shares files out to worker processes, and stdin ('-') cannot be shared: "
+            "scan stdin without --jobs, or save it to a file first"
+        )
+    if jobs > 1 and (len(files) > 1 or any(os.path.isdir(name) for name in files)):
+        if options.timings:
+            # This process's engine, whose timings are shown, scans nothing with --jobs.
+            raise CliError("--timings cannot be combined with --jobs: scan in one process")
+        from stoq_cli._jobs import FileScan
+
+        # Started first: they start up while this process walks the directories and loads
+        # its own engine (which checks the options once, with the usual messages).
+        workers = FileScan(options, jobs)
+    try:
+        inputs = collect(files, allow_empty, stderr.warn)
+        if not inputs.items:
+            if inputs.problems:
+                return EXIT_FAILED
+            raise CliError(f"nothing to scan: no file under {', '.join(files)}")
+        if workers is not None:
+            if len(inputs.items) > 1:
+                workers.share(inputs.items)
+            else:  # one file after all: not worth a process
+                workers.abort()
+                workers = None
+        return _scan_inputs(
+            inputs, options, fmt, chosen, compact, allow_empty, out, home, stderr, workers
+        )
+    finally:
+        if workers is not None:
+            workers.abort()  # after a failure or Ctrl-C; they have exited otherwise
+
+
+def _scan_inputs(
+    inputs: Inputs,
+    options: EngineOptions,
+    fmt: str,
+    chosen: bool,
+    compact: bool,
+    allow_empty: bool,
+    out: TextIO,
+    home: StoqHome,
+    stderr: _Stderr,
+    workers: Optional[FileScan],
+) -> int:
     stoq = build_stoq(home, options)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
     inputs.items = read_stdin(
@@ -81,13 +146,41 @@ def _scan_command(
         limit=stoq.max_payload_size,
     )
     printer = ResponsePrinter(
-        fmt, single=inputs.single, compact=compact, connectors=options.connectors, stream=out
+        fmt,
+        single=inputs.single,
+        compact=compact,
+        connectors=options.connectors,
+        stream=out,
+        hint=not chosen,
     )
     # A bar only when the results go elsewhere: on one terminal the two would garble each other.
     show_bar = len(inputs.items) > 1 and _isatty(sys.stderr) and not _isatty(out)
+    tally = Tally()
     with _progress(stderr, len(inputs.items), show_bar) as advance:
-        failed = asyncio.run(_scan_all(stoq, inputs.items, options, printer, stderr, advance))
-    return EXIT_FAILED if failed or inputs.problems else EXIT_OK
+        if workers is not None:
+            workers.scan(stoq, printer, tally, stderr.warn, advance)
+        else:
+            asyncio.run(_scan_all(stoq, inputs.items, options, printer, stderr, advance, tally))
+    printer.finish()
+    if tally.scanned and not tally.worked and stoq.log.isEnabledFor(logging.WARNING):
+        # v3 printed '"workers": {}' and nothing else, and left a newcomer guessing (#15).
+        stderr.warn(
+            "no worker ran on any payload: choose workers with -s NAME (or -a NAME to scan "
+            "extracted payloads too) or a dispatcher with -R NAME; 'stoq list' shows the "
+            "installed plugins"
+        )
+    return EXIT_FAILED if tally.failed or inputs.problems else EXIT_OK
+
+
+class Tally:
+    """What the scans of one command came to."""
+
+    __slots__ = ("failed", "scanned", "worked")
+
+    def __init__(self) -> None:
+        self.failed = False  #: an input could not be read, or a response holds errors
+        self.scanned = False  #: a payload was scanned
+        self.worked = False  #: a worker ran on a payload
 
 
 @contextlib.contextmanager
@@ -137,33 +230,79 @@ async def _scan_all(
     printer: ResponsePrinter,
     stderr: _Stderr,
     advance: Any,
-) -> bool:
-    """Scan each input in turn and print its response; returns whether anything failed."""
-    from stoq_core import PayloadMeta
-
-    failed = False
-    limit = stoq.max_payload_size
+    tally: Tally,
+) -> None:
+    """Scan each input in turn, print its response and add it to ``tally``."""
     for item in inputs:
         try:
-            content = item.read(limit)
+            response = await scan_one(stoq, item, options)
         except OSError as exc:
             stderr.warn(f"skipping {item.label}: {exc.strerror or exc}")
-            failed = True
+            tally.failed = True
             advance(item.label)
             continue
-        if len(content) > limit:
-            response = await _too_big(stoq, item, options)
-        else:
-            response = await stoq.scan(
-                content,
-                payload_meta=PayloadMeta(extra_data=item.extra_data()),
-                request_meta=options.request_meta(),
-                add_start_dispatch=options.start_dispatch,
-            )
         printer.emit(response, item.label)
-        failed = failed or bool(response.errors)
+        if options.timings:
+            stderr.lines(timings_lines(item.label, response, stoq.plugin_timings(response)))
+        if response.errors:
+            tally.failed = True
+        if response.results:
+            tally.scanned = True
+            if not tally.worked:
+                tally.worked = any(r.plugins_run.get("workers") for r in response.results)
         advance(item.label)
-    return failed
+
+
+async def scan_one(stoq: Stoq, item: Input, options: EngineOptions) -> StoqResponse:
+    """Read ``item`` and scan it as one request (in this process or a ``--jobs`` worker).
+
+    :raises OSError: it cannot be read.
+    """
+    from stoq_core import PayloadMeta
+
+    limit = stoq.max_payload_size
+    content = item.read(limit)
+    if len(content) > limit:
+        return await _too_big(stoq, item, options)
+    return await stoq.scan(
+        content,
+        payload_meta=PayloadMeta(extra_data=item.extra_data()),
+        request_meta=options.request_meta(),
+        add_start_dispatch=options.start_dispatch,
+    )
+
+
+def timings_lines(label: str, response: StoqResponse, timings: Sequence[PluginTiming]) -> list[str]:
+    """``--timings``: each plugin call of a response's scan, then each plugin's total."""
+    names = {
+        result.payload_id: result.payload_meta.extra_data.get("filename")
+        for result in response.results
+    }
+    total = sum(timing.seconds for timing in timings)
+    lines = [f"stoq: timings of {label}: {len(timings)} plugin call(s), {total * 1000:.2f} ms"]
+    if not timings:
+        return lines
+    width = max(len(timing.plugin) for timing in timings)
+    hooks = max(len("total"), *(len(timing.hook) for timing in timings))
+    per_plugin: dict[str, list[float]] = {}
+    for timing in timings:
+        per_plugin.setdefault(timing.plugin, []).append(timing.seconds)
+        if timing.payload_id is None:
+            about = "(the response)"
+        else:
+            name = names.get(timing.payload_id)
+            about = timing.payload_id[:8] + (f" {name}" if isinstance(name, str) else "")
+        ended = "" if timing.outcome == "ok" else f"  {timing.outcome}"
+        lines.append(
+            f"  {timing.plugin:<{width}}  {timing.hook:<{hooks}}  {timing.seconds * 1000:9.2f} ms"
+            f"  {about}{ended}"
+        )
+    for plugin, spent in sorted(per_plugin.items(), key=lambda item: -sum(item[1])):
+        lines.append(
+            f"  {plugin:<{width}}  {'total':<{hooks}}  {sum(spent) * 1000:9.2f} ms"
+            f"  {len(spent)} call(s)"
+        )
+    return lines
 
 
 async def _too_big(stoq: Stoq, item: Input, options: EngineOptions) -> StoqResponse:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "CliError",
     "config_file",
     "config_section",
+    "input_files",
     "note",
     "stoq_home",
     "write_result",
@@ -59,17 +61,44 @@ def config_file() -> Path:
 def config_section(name: str) -> dict[str, str]:
     """The ``[name]`` section of ``$STOQ_HOME/stoq.cfg``, read as the engine reads it.
 
-    :returns: the section's options (``%%`` read as ``%``, as in v3); ``{}`` if the file or the
-        section is missing.
-    :raises CliError: the file cannot be read or is not a valid stoq.cfg (exit 2).
+    :returns: the section's options (``%%`` read as ``%``, as in v3; a ``$env:VAR`` value read
+        from the environment); ``{}`` if the file or the section is missing.
+    :raises CliError: the file cannot be read or is not a valid stoq.cfg, or a ``$env:``
+        variable is not set (exit 2).
     """
     from stoq_core import StoqException
-    from stoq_core.config import read_stoq_cfg
+    from stoq_core.config import environment_value, read_stoq_cfg
 
+    path = config_file()
     try:
-        return dict(read_stoq_cfg(str(config_file())).get(name, {}))
+        section = read_stoq_cfg(str(path)).get(name, {})
+        return {
+            key: environment_value(value, f"{path}: [{name}] {key}")
+            for key, value in section.items()
+        }
     except StoqException as exc:
         raise CliError(str(exc)) from None
+
+
+def input_files(paths: Sequence[str], allow_empty: bool = False) -> tuple[list[Path], int]:
+    """The files ``paths`` name, chosen by the rule ``stoq scan`` follows.
+
+    A named file is taken; a directory is walked (sorted; symlinked directories are not
+    followed, symlinked files are taken). Under a directory, an empty file (unless
+    ``allow_empty``) or a FIFO is skipped with a note on stderr, and an entry that cannot be
+    looked at is reported there and skipped.
+
+    :returns: the files, and how many entries under a directory could not be looked at (a
+        command exits ``EXIT_FAILED`` for them, as ``stoq scan`` does).
+    :raises CliError: a named path is ``-``, missing, unreadable, neither a file nor a
+        directory, or an empty file without ``allow_empty`` (exit 2).
+    """
+    from stoq_cli._inputs import collect
+
+    if "-" in paths:
+        raise CliError("- (stdin) is not a file: name files or directories")
+    found = collect(paths, allow_empty, note)
+    return [item.path for item in found.items if item.path is not None], found.problems
 
 
 def write_result(data: Any) -> None:

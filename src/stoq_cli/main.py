@@ -1,4 +1,4 @@
-"""Entry point of the ``stoq`` console script: ``scan``, ``run``, ``list`` and ``install``.
+"""Entry point of the ``stoq`` console script: ``scan``, ``run``, ``list``, ``install``...
 
 Only click and the standard library are imported up front; the core, rich and the plugins are
 imported by the commands that use them, so ``stoq --help`` and ``stoq --version`` stay instant.
@@ -18,7 +18,7 @@ from typing import Any, NoReturn, Optional
 import click
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, OutputError
-from stoq_cli._params import Invocation, StoqCommand, engine_options
+from stoq_cli._params import Invocation, StoqCommand, engine_options, jobs_option
 from stoq_cli._streams import flush_results, results_stream, silence_results, take_over
 
 __all__ = ["cli", "main"]
@@ -73,11 +73,24 @@ Output
   --format jsonl    one line per payload: the response with only that
                     payload's results (request_meta, errors, scan_id... are
                     the response's).
-  --format summary  a table of payloads, workers and errors per response.
+  --format summary  for a person: one FILE or stdin: each payload with what
+                    each worker found (sha256, rule names, other results cut
+                    short) and the errors; several FILEs or a DIRECTORY: one
+                    line per file, then a totals line.
+  Without --format: summary when stdout is a terminal, else json (pipes and
+  redirects get JSON, as in stoQ v3).
   With -C, responses go to the connectors only; a response a connector fails
   to save is printed as above, so it is not lost, and stoq exits 1.
   With several files, a progress bar is drawn on stderr when stderr is a
   terminal and stdout is not.
+
+\b
+Several processes
+  --jobs N scans the files in N worker processes (0 or 'auto': one per CPU),
+  each with the same plugins and options. The responses come in the order
+  the workers finish them, each file's once; a worker that dies is reported,
+  and the file it held gets a response with an error. One FILE or stdin is
+  scanned in this process.
 
 \b
 Bad input
@@ -121,6 +134,9 @@ Stopping
 
 \b
 Several processes
+  --jobs N scans in N worker processes (0 or 'auto': one per CPU) while the
+  providers run in this one, so each payload is ingested once, with any
+  provider. Ctrl-C drains and aborts as above.
   --consumers N starts N 'stoq run' processes with the same options, to use N
   cores. Each runs its own providers, so use it with a provider that shares
   its work out, such as a queue's (with filedir, each would scan every file).
@@ -167,7 +183,10 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 
 
 # Commands whose module is imported only when they run (or --help lists them): module:attribute.
-_LAZY_COMMANDS = {"plugin": "stoq_cli._plugin_cmd:plugin_group"}
+_LAZY_COMMANDS = {
+    "plugin": "stoq_cli._plugin_cmd:plugin_group",
+    "uninstall": "stoq_cli._uninstall:uninstall",
+}
 
 
 class StoqContext(click.Context):
@@ -366,9 +385,9 @@ def cli() -> None:
     "--format",
     "fmt",
     type=click.Choice(["json", "jsonl", "summary"]),
-    default="json",
-    show_default=True,
-    help="json: the response(s); jsonl: one line per payload; summary: tables.",
+    default=None,
+    help="json: the response(s); jsonl: one line per payload; summary: the findings, for a "
+    "person [default: summary when stdout is a terminal, else json].",
 )
 @click.option(
     "--compact",
@@ -380,12 +399,23 @@ def cli() -> None:
     is_flag=True,
     help="Scan empty files and empty stdin (a 0-byte payload) instead of refusing them.",
 )
-def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **engine: Any) -> int:
-    """Scan files, directories or stdin and print each response as JSON."""
+@jobs_option(
+    "Scan the files in N worker processes, to use N cores; 0 or 'auto': one per CPU; 1: in "
+    "this process."
+)
+def scan(
+    files: tuple[str, ...],
+    fmt: Optional[str],
+    compact: bool,
+    allow_empty: bool,
+    jobs: int,
+    **engine: Any,
+) -> int:
+    """Scan files, directories or stdin and print each response."""
     from stoq_cli._home import EngineOptions
     from stoq_cli._scan import scan_command
 
-    return scan_command(files, EngineOptions(**engine), fmt, compact, allow_empty)
+    return scan_command(files, EngineOptions(**engine), fmt, compact, allow_empty, jobs)
 
 
 @cli.command(cls=StoqCommand, epilog=_RUN_EPILOG, context_settings=_CONTEXT)
@@ -398,16 +428,31 @@ def scan(files: tuple[str, ...], fmt: str, compact: bool, allow_empty: bool, **e
     metavar="N",
     help="Run N worker processes with these options (for a provider that shares out work).",
 )
-def run(consumers: int, **engine: Any) -> int:
+@jobs_option(
+    "Scan in N worker processes, the providers running in this one; 0 or 'auto': one per "
+    "CPU; 1: in this process."
+)
+def run(consumers: int, jobs: int, **engine: Any) -> int:
     """Scan what provider plugins queue until they finish (or Ctrl-C)."""
     from stoq_cli._home import EngineOptions
     from stoq_cli._run import run_command
 
+    if consumers > 1 and jobs > 1:
+        raise click.UsageError(
+            "--consumers and --jobs cannot be combined: --jobs N shares one set of providers "
+            "out to N processes, --consumers N starts N whole 'stoq run's"
+        )
     if consumers > 1:
         from stoq_cli._consumers import consumers_command
 
+        if engine.get("metrics_port"):
+            raise CliError(
+                "--metrics-port cannot be used with --consumers: one port cannot serve the "
+                "metrics of several processes"
+            )
+        engine["metrics_port"] = 0  # nor stoq.cfg's: see child_arguments
         return consumers_command(EngineOptions(**engine), consumers)
-    return run_command(EngineOptions(**engine))
+    return run_command(EngineOptions(**engine), jobs)
 
 
 class ListCommand(click.Command):
@@ -443,9 +488,10 @@ Examples
 \b
 Columns: the plugin's name (what -s, -C... take), its version, where it comes
 from (a distribution, or the plugin directory of a v3 plugin), the hooks it
-implements (below) and its description. A plugin that cannot be imported is
-listed with its error. Listing imports each plugin's module (not its
-dependencies' work), to find its hooks.
+implements (below) and its description (its class's 'description', else its
+distribution's summary). A plugin that cannot be imported, or whose hooks
+break the rules, is listed with the error 'stoq plugin check' gives. Listing
+imports each plugin's module to validate its hooks, but constructs nothing.
 """,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plugins instead.")
@@ -469,6 +515,36 @@ def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
     return 0
 
 
+def _pip_options(command: Any) -> Any:
+    """pip's own options that ``stoq install`` passes on, each spelt as pip spells it."""
+    options = [
+        click.option("-i", "--index-url", metavar="URL", help="pip's package index."),
+        click.option(
+            "--extra-index-url", multiple=True, metavar="URL", help="Another index. Repeatable."
+        ),
+        click.option(
+            "-f",
+            "--find-links",
+            multiple=True,
+            metavar="URL|DIR",
+            help="Look for archives here too. Repeatable.",
+        ),
+        click.option("--no-index", is_flag=True, help="Use no index (with --find-links)."),
+        click.option("--no-deps", is_flag=True, help="Do not install dependencies."),
+        click.option("--pre", is_flag=True, help="Take pre-release and development versions."),
+        click.option("--force-reinstall", is_flag=True, help="Reinstall even when up to date."),
+        click.option(
+            "--no-build-isolation",
+            is_flag=True,
+            help="Build with the build tools installed here (offline -e installs).",
+        ),
+        click.option("--no-cache-dir", is_flag=True, help="Do not use pip's cache."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command(
     context_settings=_CONTEXT,
     epilog="""\
@@ -477,33 +553,71 @@ SPEC is what pip takes (a requirement such as stoq-plugin-yara, a wheel, an
 sdist, a project directory): it is installed with the pip of the Python stoq
 runs in ('python -m pip install'), so its plugins are found through their
 entry points. pip's output goes to stderr; stdout lists each plugin that
-became available or changed version.
+became available, changed version, was reinstalled or went away.
+
+\b
+-e PATH installs the project at PATH in development mode ('pip install -e'):
+its plugins run from its source, so an edit shows at the next scan.
+
+\b
+The pip options above are passed on to pip as they are. Any other pip option
+can be set the way pip reads it from the environment, PIP_<OPTION>: e.g.
+PIP_TRUSTED_HOST=mirror.example stoq install stoq-plugin-yara.
 
 \b
 A v3 plugin is installed as v3 did: its requirements.txt with that pip, then
 the folder holding its .stoq file copied to $STOQ_HOME/plugins/<folder name>.
 SPEC may be that folder or the v3 source folder around it (setup.py,
 requirements.txt, the inner folder), which is not pip-installed itself. A
-copy already there is refused; --upgrade replaces it.
+copy already there is refused; --upgrade (or --force-reinstall) replaces it.
 
 \b
 Examples
   stoq install stoq-plugin-hash stoq-plugin-yara
   stoq install ./packages/stoq-plugin-hash
-  stoq install --upgrade dist/stoq_plugin_yara-4.1.0-py3-none-any.whl
+  stoq install -e ~/src/stoq-plugin-mine
+  stoq install --upgrade dist/stoq_plugin_yara-*.whl
+  stoq install --no-index -f ./wheels stoq-plugin-yara
   stoq install ~/v3-plugins/peinfo
   stoq install ~/src/stoq-plugins-public/mraptor
 """,
 )
-@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@click.argument("specs", nargs=-1, metavar="SPEC...")
 @click.option(
     "-U", "--upgrade", is_flag=True, help="Upgrade installed distributions; replace v3 copies."
 )
-def install(specs: tuple[str, ...], upgrade: bool) -> int:
+@click.option(
+    "-e",
+    "--editable",
+    multiple=True,
+    metavar="PATH",
+    help="Install the project at PATH in development mode. Repeatable.",
+)
+@_pip_options
+def install(specs: tuple[str, ...], upgrade: bool, editable: tuple[str, ...], **pip: Any) -> int:
     """Install plugin distributions (via pip) or v3 plugin directories."""
     from stoq_cli._install import install_command
 
-    return install_command(specs, upgrade)
+    if not specs and not editable:
+        raise click.UsageError(
+            "Missing argument 'SPEC...' (or -e PATH)", click.get_current_context()
+        )
+    return install_command(specs, upgrade, editable, _pip_arguments(pip))
+
+
+def _pip_arguments(values: dict[str, Any]) -> list[str]:
+    """``{"index_url": "U", "pre": True}`` -> ``["--index-url", "U", "--pre"]``."""
+    arguments: list[str] = []
+    for key, value in values.items():
+        option = "--" + key.replace("_", "-")
+        if value is True:
+            arguments.append(option)
+        elif isinstance(value, str):
+            arguments += [option, value]
+        elif isinstance(value, tuple):
+            for each in value:
+                arguments += [option, each]
+    return arguments
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:

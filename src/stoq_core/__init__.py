@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stoq_core._budget import ExtractionLimitExceeded, charge_extracted_bytes
+    from stoq_core._cache import CACHE_ENTRY_POINT_GROUP, CacheBackend, CacheSettings
     from stoq_core._index import ENTRY_POINT_GROUP
     from stoq_core._index import refresh as refresh_entry_points
     from stoq_core._index import use_index_file as use_entry_point_index
     from stoq_core._manager import PluginInfo
+    from stoq_core._observe import PluginTiming
     from stoq_core._threads import run_blocking
     from stoq_core.config import StoqConfigParser
     from stoq_core.data_classes import (
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from stoq_core.engine import RunStats, Stoq
     from stoq_core.exceptions import StoqException, StoqPluginException, StoqPluginNotFound
     from stoq_core.hookspecs import hookimpl
+    from stoq_core.options import Option
 
 __version__ = "4.0.0"
 
@@ -40,16 +43,21 @@ __version__ = "4.0.0"
 # for the engine, asyncio and pluggy.
 _LAZY: dict[str, tuple[str, str]] = {
     "ArchiverResponse": ("stoq_core.data_classes", "ArchiverResponse"),
+    "CACHE_ENTRY_POINT_GROUP": ("stoq_core._cache", "CACHE_ENTRY_POINT_GROUP"),
+    "CacheBackend": ("stoq_core._cache", "CacheBackend"),
+    "CacheSettings": ("stoq_core._cache", "CacheSettings"),
     "DecoratorResponse": ("stoq_core.data_classes", "DecoratorResponse"),
     "DispatcherResponse": ("stoq_core.data_classes", "DispatcherResponse"),
     "ENTRY_POINT_GROUP": ("stoq_core._index", "ENTRY_POINT_GROUP"),
     "Error": ("stoq_core.data_classes", "Error"),
     "ExtractedPayload": ("stoq_core.data_classes", "ExtractedPayload"),
     "ExtractionLimitExceeded": ("stoq_core._budget", "ExtractionLimitExceeded"),
+    "Option": ("stoq_core.options", "Option"),
     "Payload": ("stoq_core.data_classes", "Payload"),
     "PayloadMeta": ("stoq_core.data_classes", "PayloadMeta"),
     "PayloadResults": ("stoq_core.data_classes", "PayloadResults"),
     "PluginInfo": ("stoq_core._manager", "PluginInfo"),
+    "PluginTiming": ("stoq_core._observe", "PluginTiming"),
     "QueueItem": ("stoq_core.data_classes", "QueueItem"),
     "Request": ("stoq_core.data_classes", "Request"),
     "RequestMeta": ("stoq_core.data_classes", "RequestMeta"),
@@ -84,17 +92,22 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CACHE_ENTRY_POINT_GROUP",
     "ENTRY_POINT_GROUP",
     "ArchiverResponse",
+    "CacheBackend",
+    "CacheSettings",
     "DecoratorResponse",
     "DispatcherResponse",
     "Error",
     "ExtractedPayload",
     "ExtractionLimitExceeded",
+    "Option",
     "Payload",
     "PayloadMeta",
     "PayloadResults",
     "PluginInfo",
+    "PluginTiming",
     "QueueItem",
     "Request",
     "RequestMeta",

@@ -1,10 +1,10 @@
 """Where a plugin call starts and ends: every hook the engine calls goes through ``PluginCalls``.
 
-A call runs up to its first real wait in the caller's task (``_start``): most calls (hashing,
+A call runs up to its first real wait in the caller's task (``start``): most calls (hashing,
 parsing) finish there and never pay for a task, a timer or the watchdog. One that waits is then
-awaited within its time limits (``_finish``, ``carry_on``), each step in a ``contextvars``
+awaited within its time limits (``finish``, ``carry_on``), each step in a ``contextvars``
 context of its own, as under ``asyncio.gather``. Whatever the plugin raises or returns that does
-not fit becomes an ``Error`` naming the plugin and the payload (``_failed``, ``_take``), so one
+not fit becomes an ``Error`` naming the plugin and the payload (``failed``, ``take``), so one
 failing plugin never stops a scan. Only a cancellation someone asked of the task, or the user's
 Ctrl-C, goes on through.
 """
@@ -18,7 +18,7 @@ import logging
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, Protocol, TypeVar
 
 from stoq_core._manager import LoadedPlugin
 from stoq_core._watchdog import Watchdog
@@ -28,6 +28,7 @@ from stoq_core.helpers import check_results
 __all__ = [
     "CANCEL_GRACE",
     "FAILED",
+    "Limits",
     "PluginCalls",
     "Waiting",
     "cut",
@@ -46,20 +47,30 @@ FAILED: Any = object()  # a plugin call that raised; its Error is already record
 CANCEL_GRACE = 1.0
 
 
-class PluginCalls:
-    """The call machinery of ``Stoq`` (a base class of it): ``_call`` and ``_call_each`` run
-    hooks within their limits; ``_take`` files what they return."""
+class Limits(Protocol):
+    """The settings a call is held to, read at each call (a ``Stoq``'s may change after it is made)."""
 
-    # Set by Stoq.__init__.
     timeout: float
     deadline: float
     max_result_size: int
     max_errors: int
     max_error_length: int
-    log: logging.Logger
-    _watchdog: Watchdog
 
-    def _take(
+
+class PluginCalls:
+    """The call machinery of a ``Stoq``: ``call`` and ``call_each`` run hooks within their
+    limits; ``take`` files what they return. Every hook the engine calls goes through one."""
+
+    __slots__ = ("limits", "log", "on_timeout", "watchdog")
+
+    def __init__(self, limits: Limits, log: logging.Logger) -> None:
+        self.limits = limits
+        self.log = log
+        self.watchdog = Watchdog()
+        #: Told ``(plugin, hook)`` of each call a time limit stopped (the metrics count them).
+        self.on_timeout: Optional[Callable[[str, str], None]] = None
+
+    def take(
         self,
         outcome: Any,
         expected: type[Any],
@@ -85,7 +96,7 @@ class PluginCalls:
             return None
         found = getattr(outcome, "results", None)
         if found is not None:
-            problem = check_results(found, self.max_result_size)
+            problem = check_results(found, self.limits.max_result_size)
             if problem is None:
                 results[plugin.name] = found
             else:
@@ -93,10 +104,10 @@ class PluginCalls:
                     Error(f"{problem}; results dropped", plugin.name, payload_id_of(about))
                 )
         if outcome.errors:
-            errors.extend(self._errors(outcome.errors, plugin.name, about))
+            errors.extend(self.attributed(outcome.errors, plugin.name, about))
         return outcome
 
-    def _errors(
+    def attributed(
         self, errors: Iterable[Any], plugin_name: str, about: Optional[PayloadResults]
     ) -> list[Error]:
         """The errors a plugin returned, as ``Error``s: at most ``max_errors`` of them (then one
@@ -106,32 +117,36 @@ class PluginCalls:
         """
         lazy = type(errors) is not list
         # A generator may never end: take one past the limit, to know it was passed.
-        given = list(itertools.islice(errors, self.max_errors + 1)) if lazy else errors
+        given = list(itertools.islice(errors, self.limits.max_errors + 1)) if lazy else errors
         assert isinstance(given, list)
         kept = []
         # One place is kept for the Error saying how many were dropped.
-        room = self.max_errors if len(given) <= self.max_errors else self.max_errors - 1
+        room = (
+            self.limits.max_errors
+            if len(given) <= self.limits.max_errors
+            else self.limits.max_errors - 1
+        )
         for error in given[:room]:
             if type(error) is not Error:
                 if isinstance(error, Error):  # a subclass: keep its fields, not its type
                     error = Error(error.error, error.plugin_name, error.payload_id)
                 else:
                     error = Error(text_of(error), plugin_name, payload_id_of(about))
-            if len(error.error) > self.max_error_length:
-                error.error = cut(error.error, self.max_error_length)
+            if len(error.error) > self.limits.max_error_length:
+                error.error = cut(error.error, self.limits.max_error_length)
             kept.append(error)
-        if len(given) > self.max_errors:
+        if len(given) > self.limits.max_errors:
             more = "more" if lazy else str(len(given) - room)
             kept.append(
                 Error(
-                    f"returned {more} errors past max_errors ({self.max_errors}); dropped",
+                    f"returned {more} errors past max_errors ({self.limits.max_errors}); dropped",
                     plugin_name,
                     payload_id_of(about),
                 )
             )
         return kept
 
-    async def _call(
+    async def call(
         self,
         plugin: LoadedPlugin,
         hook: str,
@@ -145,29 +160,29 @@ class PluginCalls:
         A raise, or running past the plugin's ``timeout`` or the request's deadline (``until``,
         in event-loop time), becomes an ``Error`` and ``FAILED`` is returned.
         """
-        started = self._start(plugin, hook, args, errors, about)
+        started = self.start(plugin, hook, args, errors, about)
         if type(started) is not Waiting:
             return started
-        return await self._finish(started, plugin, hook, errors, about, until)
+        return await self.finish(started, plugin, hook, errors, about, until)
 
-    async def _call_each(
+    async def call_each(
         self,
         calls: Sequence[
             tuple[LoadedPlugin, str, tuple[Any, ...], list[Error], Optional[PayloadResults]]
         ],
         until: Optional[float] = None,
     ) -> list[Any]:
-        """``_call`` for each ``(plugin, hook, args, errors, about)``: started one after another,
+        """``call`` for each ``(plugin, hook, args, errors, about)``: started one after another,
         the calls that wait then wait concurrently.
 
-        What ``asyncio.gather`` over the ``_call``s would do, except that a call finishing
+        What ``asyncio.gather`` over the ``call``s would do, except that a call finishing
         without waiting (most do) costs no task: a round of 1,000 payloads would cost 1,000.
         """
         outcomes: list[Any] = []
         waiting: list[tuple[int, Waiting]] = []
         try:
             for plugin, hook, args, errors, about in calls:
-                outcome = self._start(plugin, hook, args, errors, about)
+                outcome = self.start(plugin, hook, args, errors, about)
                 if type(outcome) is Waiting:
                     waiting.append((len(outcomes), outcome))
                 outcomes.append(outcome)
@@ -179,12 +194,12 @@ class PluginCalls:
             finishing = []
             for index, started in waiting:
                 plugin, hook, _, errors, about = calls[index]
-                finishing.append(self._finish(started, plugin, hook, errors, about, until))
+                finishing.append(self.finish(started, plugin, hook, errors, about, until))
             for (index, _), outcome in zip(waiting, await gather(finishing)):
                 outcomes[index] = outcome
         return outcomes
 
-    def _start(
+    def start(
         self,
         plugin: LoadedPlugin,
         hook: str,
@@ -213,10 +228,10 @@ class PluginCalls:
             # program's (a plugin's sys.exit once ended ``stoq scan`` with no output).
             if isinstance(exc, KeyboardInterrupt) and interrupting(exc):
                 raise  # Ctrl-C pressed again while the task is already being cancelled
-            return self._failed(plugin, hook, exc, errors, about)
+            return self.failed(plugin, hook, exc, errors, about)
         return Waiting(call, waiting_on, began, context)
 
-    async def _finish(
+    async def finish(
         self,
         started: Waiting,
         plugin: LoadedPlugin,
@@ -225,16 +240,16 @@ class PluginCalls:
         about: Optional[PayloadResults],
         until: Optional[float],
     ) -> Any:
-        """Await a call ``_start`` left waiting, within its time limits (counted from its start)."""
-        limit = plugin.timeout if plugin.timeout is not None else self.timeout
+        """Await a call ``start`` left waiting, within its time limits (counted from its start)."""
+        limit = plugin.timeout if plugin.timeout is not None else self.limits.timeout
         if not limit and until is None:
             try:
                 return await carry_on(started)
             except BaseException as exc:
                 if interrupting(exc):
                     raise
-                return self._failed(plugin, hook, exc, errors, about)
-        watchdog = self._watchdog
+                return self.failed(plugin, hook, exc, errors, about)
+        watchdog = self.watchdog
         elapsed = time.monotonic() - started.began
         token, deadline = watchdog.enter(limit, until, elapsed)
         try:
@@ -243,26 +258,28 @@ class PluginCalls:
             if not watchdog.expired(token):
                 if interrupting(exc):
                     raise
-                return self._failed(plugin, hook, exc, errors, about)
+                return self.failed(plugin, hook, exc, errors, about)
             # The watchdog cancelled this task; take the cancellation back so the scan goes on.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
             if deadline == until:
-                message = f"{hook} stopped at the request deadline ({self.deadline:g} s)"
+                message = f"{hook} stopped at the request deadline ({self.limits.deadline:g} s)"
             else:
                 message = f"{hook} timed out after {limit:g} s"
             errors.append(Error(message, plugin.name, payload_id_of(about)))
             self.log.warning("plugin %s: %s", plugin.name, message)
+            if self.on_timeout is not None:
+                self.on_timeout(plugin.name, hook)
             return FAILED
         except BaseException as exc:
             if interrupting(exc):
                 raise
-            return self._failed(plugin, hook, exc, errors, about)
+            return self.failed(plugin, hook, exc, errors, about)
         finally:
             watchdog.leave(token)
 
-    def _failed(
+    def failed(
         self,
         plugin: LoadedPlugin,
         hook: str,
@@ -271,7 +288,9 @@ class PluginCalls:
         about: Optional[PayloadResults],
     ) -> Any:
         # A 100 MB message was once copied whole into the response and into one log line.
-        message = cut(f"{hook} failed: {type(exc).__name__}: {text_of(exc)}", self.max_error_length)
+        message = cut(
+            f"{hook} failed: {type(exc).__name__}: {text_of(exc)}", self.limits.max_error_length
+        )
         errors.append(Error(message, plugin.name, payload_id_of(about)))
         self.log.warning(
             "plugin %s: %s", plugin.name, message, exc_info=self.log.isEnabledFor(logging.DEBUG)
@@ -300,7 +319,7 @@ class Waiting:
 
 @types.coroutine
 def carry_on(started: Waiting) -> Generator[Any, Any, Any]:
-    """Await the call ``_start`` left waiting, each of its steps run in its own context.
+    """Await the call ``start`` left waiting, each of its steps run in its own context.
 
     What the call waits on goes to the awaiting task as if the call had yielded it there; what
     the task sends or throws in (a cancellation) goes on to the call.

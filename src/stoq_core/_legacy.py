@@ -7,7 +7,9 @@ broken directory entry never stops the others. The rules are v3's (``spec/v3-beh
 later directory wins a name; a ``min_stoq_version`` newer than ours warns but still loads.
 
 Unlike v3, a plugin that someone other than us or root could have written is refused (issue
-12): see ``stoq_core._trust``, and ``STOQ_ALLOW_UNSAFE_PLUGIN_DIRS`` to load it anyway.
+12): see ``stoq_core._trust``, and ``STOQ_ALLOW_UNSAFE_PLUGIN_DIRS`` to load it anyway. And
+unlike v3, the plugin class may be a plain class with ``@hookimpl`` methods, as an installed
+plugin's may (issue 15): a quick local plugin needs no base class.
 
 A module is imported from its file under a private name (``module_name``), never from
 ``sys.path``: a plugin called after the library it imports (v3's ``lief``) gets the library, and
@@ -34,13 +36,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_core._legacy_yara import yara_for_v3
 from stoq_core._trust import ALLOW_UNSAFE_VARIABLE, REMEDY, Trust, unsafe_allowed
-from stoq_core.config import section_values
+from stoq_core.config import ini_parser, section_values
 from stoq_core.exceptions import StoqPluginException
 
 if TYPE_CHECKING:
     import importlib.abc
-
-    from stoq_core.plugins import BasePlugin
 
 __all__ = ["LegacyPlugin", "discover", "is_newer_version", "load_class", "module_name"]
 
@@ -169,7 +169,8 @@ def _note_override(previous: LegacyPlugin | None, plugin: LegacyPlugin) -> None:
 def _read(stoq_file: Path, root: Path, follow_links: bool = True) -> LegacyPlugin:
     # v3 read .stoq files with ConfigParser's default (basic) interpolation, so authors wrote
     # ``%%`` for a literal ``%``; reading the same way keeps their values what they were.
-    parser = configparser.ConfigParser()
+    # Inline ``; comments`` are taken, as in stoq.cfg (``config.INLINE_COMMENT_PREFIXES``).
+    parser = ini_parser()
     opener = None if follow_links else _open_no_follow
     try:
         # utf-8-sig: a byte-order mark (Windows editors) is not a missing [section] header.
@@ -252,8 +253,12 @@ def _check_trust(plugin: LegacyPlugin) -> None:
     )
 
 
-def load_class(plugin: LegacyPlugin) -> type[BasePlugin]:
+def load_class(plugin: LegacyPlugin) -> type:
     """Import the plugin's module and return its one plugin class.
+
+    A plugin class derives from a v3 base class (``stoq_core.plugins``), or is a plain class
+    with ``@hookimpl`` methods, as an installed plugin may be (issue 15: a quick local plugin
+    needs no base class, as datasette's ``--plugins-dir`` modules need none).
 
     A ``min_stoq_version`` newer than this stoQ logs a warning naming the plugin and both
     versions; the plugin still loads, as in v3.
@@ -521,21 +526,28 @@ def _sibling(
     return f"{parts[0]}.{parts[1]}.{name}"
 
 
-def _plugin_class(plugin: LegacyPlugin, module: ModuleType) -> type[BasePlugin]:
+def _plugin_class(plugin: LegacyPlugin, module: ModuleType) -> type:
     # Any plugin class the module holds counts, imported ones too (v3 looked at every member), but
     # not the stoQ base classes themselves. (Imported here: discovery, which ``stoq --version``
     # runs, never needs the plugin bases or pluggy.)
     from stoq_core.plugins import ROLE_HOOKS, BasePlugin
 
     bases = {BasePlugin, *ROLE_HOOKS}
-    candidates = list(
+    candidates: list[type] = list(
         dict.fromkeys(
             obj
             for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, BasePlugin) and obj not in bases
+            if inspect.isclass(obj)
+            and ((issubclass(obj, BasePlugin) and obj not in bases) or _marks_hooks(obj))
         )
     )
-    complete = [c for c in candidates if not inspect.isabstract(c) and not _missing_hooks(c)]
+    # A plain class is complete with any marked method: a misspelled hook's name is then
+    # reported by the registration, as for an installed plugin.
+    complete = [
+        c
+        for c in candidates
+        if not inspect.isabstract(c) and (_marks_hooks(c) or not _missing_hooks(c))
+    ]
     # A helper base class the plugin class derives from is not a second plugin.
     plugin_classes = [
         c
@@ -555,13 +567,32 @@ def _plugin_class(plugin: LegacyPlugin, module: ModuleType) -> type[BasePlugin]:
         reasons = "; ".join(_incomplete_reason(c) for c in candidates)
         raise StoqPluginException(f"{where} defines no complete plugin class: {reasons}")
     raise StoqPluginException(
-        f"{where} defines no plugin class: it needs one class deriving from "
-        "stoq.plugins.WorkerPlugin, DispatcherPlugin, ArchiverPlugin, ConnectorPlugin, "
-        "DecoratorPlugin or ProviderPlugin"
+        f"{where} defines no plugin class: it needs one class with methods marked "
+        "@stoq_core.hookimpl, or deriving from stoq.plugins.WorkerPlugin, DispatcherPlugin, "
+        "ArchiverPlugin, ConnectorPlugin, DecoratorPlugin or ProviderPlugin"
     )
 
 
-def _missing_hooks(cls: type[BasePlugin]) -> list[str]:
+def _marks_hooks(cls: type) -> bool:
+    """Whether ``cls`` (or a class it derives from) has a method marked ``@hookimpl``.
+
+    Read from the class dictionaries, so no descriptor of the class runs.
+    """
+    from stoq_core.hookspecs import PROJECT_NAME
+
+    marker = f"{PROJECT_NAME}_impl"
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            wrapped = isinstance(value, (staticmethod, classmethod))
+            function = value.__func__ if wrapped else value
+            if inspect.isfunction(function) and (
+                hasattr(function, marker) or (wrapped and hasattr(value, marker))
+            ):
+                return True
+    return False
+
+
+def _missing_hooks(cls: type) -> list[str]:
     """The role methods ``cls`` lacks, e.g. ``['scan']`` for a WorkerPlugin without ``scan``."""
     from stoq_core.hookspecs import HOOK_NAMES
     from stoq_core.plugins import ROLE_HOOKS
@@ -575,7 +606,7 @@ def _missing_hooks(cls: type[BasePlugin]) -> list[str]:
     return missing
 
 
-def _incomplete_reason(cls: type[BasePlugin]) -> str:
+def _incomplete_reason(cls: type) -> str:
     if inspect.isabstract(cls):
         return f"{cls.__name__} is abstract"
     return f"{cls.__name__} has no {' and no '.join(_missing_hooks(cls))} method"

@@ -9,6 +9,7 @@ error. Each queued item stands for one or more requests (a ``Payload``, a ``Requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from stoq_core.data_classes import (
 from stoq_core.exceptions import StoqException
 
 if TYPE_CHECKING:
-    pass
+    from stoq_core._observe import Observer
 
 __all__ = ["Providers", "RunStats"]
 
@@ -43,6 +44,7 @@ class RunStats:
     scanned: int = 0  #: responses finished (saved by the connectors)
     with_errors: int = 0  #: of those, responses holding errors
     failed: int = 0  #: providers that raised and queued items that could not be scanned
+    in_flight: int = 0  #: queued items being scanned now
 
 
 class _CountingQueue(asyncio.Queue[Any]):
@@ -57,14 +59,18 @@ class _CountingQueue(asyncio.Queue[Any]):
         self._stats.ingested += 1
 
 
-class Providers(PluginCalls):
+class Providers:
     """The provider loop of ``Stoq`` (a base class of it)."""
 
     # Set by Stoq.__init__.
+    log: logging.Logger
+    max_error_length: int
+    _calls: PluginCalls
     max_queue: int
     provider_consumers: int
     _providers: dict[str, LoadedPlugin]
     _source_archivers: dict[str, LoadedPlugin]
+    _observer: Optional[Observer]  # None unless metrics, traces or timings are on
 
     if TYPE_CHECKING:
 
@@ -110,11 +116,17 @@ class Providers(PluginCalls):
         waits: list[asyncio.Future[Any]] = [ingesting]
         if stop is not None:
             waits.append(asyncio.ensure_future(stop.wait()))
+        observed = (
+            contextlib.nullcontext()
+            if self._observer is None
+            else self._observer.running(queue, stats, len(consumers))
+        )
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for provider in providers:  # stopped: one in a thread is abandoned, not awaited
-                provider.cancel()
-            await queue.join()
+            with observed:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for provider in providers:  # stopped: one in a thread is abandoned, not awaited
+                    provider.cancel()
+                await queue.join()
         finally:
             for future in (*providers, *consumers, *waits[1:]):
                 future.cancel()
@@ -133,6 +145,8 @@ class Providers(PluginCalls):
     async def _ingest(
         self, provider: LoadedPlugin, queue: asyncio.Queue[Any], stats: RunStats
     ) -> None:
+        if self.log.isEnabledFor(logging.DEBUG):  # once per provider
+            self.log.debug("provider %s: ingesting", provider.name)
         try:
             await provider.call("ingest", queue)
         except BaseException as exc:  # a provider's own SystemExit or CancelledError too
@@ -159,6 +173,7 @@ class Providers(PluginCalls):
             meta = entry.request_meta if isinstance(entry, QueueItem) else None
             responses: list[StoqResponse] = []
             failures: list[Error] = []
+            stats.in_flight += 1
             try:
                 requests = await self._requests_from(item, meta or request_meta, stats, failures)
                 for request in requests:
@@ -171,6 +186,7 @@ class Providers(PluginCalls):
                         on_response(response)
             except BaseException as exc:
                 if interrupting(exc) or isinstance(exc, GeneratorExit):
+                    stats.in_flight -= 1
                     queue.task_done()
                     raise
                 message = cut(
@@ -191,6 +207,7 @@ class Providers(PluginCalls):
                 message = f"on_done of a queued item failed: {type(exc).__name__}: {text_of(exc)}"
                 self._run_failed(stats, cut(message, self.max_error_length), exc)
             finally:
+                stats.in_flight -= 1
                 queue.task_done()
 
     async def _requests_from(
@@ -223,7 +240,7 @@ class Providers(PluginCalls):
                 why = f"source archiver {archiver_name!r} is not loaded (loaded: {loaded})"
             else:
                 errors: list[Error] = []
-                payload = await self._call(archiver, "get", (ArchiverResponse(task),), errors)
+                payload = await self._calls.call(archiver, "get", (ArchiverResponse(task),), errors)
                 if isinstance(payload, Payload):
                     requests.append(Request([payload], fresh_meta(request_meta)))
                     continue

@@ -14,8 +14,8 @@ import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from stoq_core import _budget
-from stoq_core._calls import FAILED, Waiting, cut, text_of
+from stoq_core import _budget, _cache, _logging
+from stoq_core._calls import FAILED, PluginCalls, Waiting, cut, text_of
 from stoq_core._manager import LoadedPlugin
 from stoq_core.data_classes import (
     DispatcherResponse,
@@ -49,6 +49,9 @@ class Rounds:
     """
 
     __slots__ = (
+        "cache",
+        "calls",
+        "dispatchers",
         "dropped",
         "expirations",
         "extracted_bytes",
@@ -57,13 +60,27 @@ class Rounds:
         "pending",
         "reported",
         "request",
+        "routing",
         "seen",
+        "simple_workers",
         "stoq",
         "until",
     )
 
-    def __init__(self, stoq: Stoq, request: Request, start: Sequence[str]) -> None:
-        self.stoq = stoq
+    def __init__(
+        self,
+        stoq: Stoq,
+        calls: PluginCalls,
+        dispatchers: dict[str, LoadedPlugin],
+        simple_workers: dict[str, LoadedPlugin],
+        request: Request,
+        start: Sequence[str],
+    ) -> None:
+        self.stoq = stoq  # its settings and plugin manager
+        self.calls = calls
+        self.dispatchers = dispatchers
+        # Loaded workers known to require no others; this adds the ones it finds.
+        self.simple_workers = simple_workers
         self.request = request
         # Workers owed to a payload next round: start dispatch, dispatch_to, deferred dependants.
         self.pending: dict[Payload, list[str]] = {}
@@ -84,13 +101,17 @@ class Rounds:
         self.reported: Optional[set[tuple[Optional[str], ...]]] = None
         # One Error per extraction limit, and how many payloads it dropped.
         self.dropped: Optional[dict[str, tuple[Error, int]]] = None
+        # Why each payload gets its workers, kept only for the debug log (one flag read here).
+        self.routing = _logging.Routing() if _logging.debugging else None
+        self.cache = stoq._cache  # None when the result cache is off
 
     async def run(self) -> None:
         stoq = self.stoq
+        calls = self.calls
         request = self.request
         payloads = request.payloads
         always = stoq.always_dispatch
-        simple = stoq._simple_workers
+        simple = self.simple_workers
         # Found there by charge_extracted_bytes; cleared after, or the request and this scan
         # would hold each other (and every payload) until the garbage collector ran.
         request._extraction = self
@@ -98,7 +119,7 @@ class Rounds:
             for round_number in range(1, stoq.max_recursion + 1):
                 owed, self.pending = self.pending, {}
                 work: dict[tuple[Payload, str], LoadedPlugin] = {}
-                if stoq._dispatchers:
+                if self.dispatchers:
                     scannable = [p for p in payloads if p.results.payload_meta.should_scan]
                     picks = await self._dispatch(scannable)
                     for payload, picked in zip(scannable, picks):
@@ -119,6 +140,8 @@ class Rounds:
                                 self._schedule(payload, name, work)
                             elif name not in ran:
                                 work[payload, name] = worker
+                if self.routing is not None:
+                    self.routing.log_round(round_number, payloads, work, owed, always)
                 if not work:
                     return
                 if self.until is not None and asyncio.get_running_loop().time() >= self.until:
@@ -130,17 +153,19 @@ class Rounds:
                     )
                     return
                 known = len(payloads)
-                if len(work) == 1:
+                if self.cache is not None:
+                    await self._run_cached(work, round_number)
+                elif len(work) == 1:
                     # ``_call`` written out: most requests take this path, and most calls finish
                     # without waiting, so they are spared a coroutine.
                     (((payload, _), worker),) = work.items()
                     results = payload.results
-                    self.expirations = stoq._watchdog.expirations
-                    outcome = stoq._start(
+                    self.expirations = calls.watchdog.expirations
+                    outcome = calls.start(
                         worker, "scan", (payload, request), request.errors, results
                     )
                     if type(outcome) is Waiting:
-                        outcome = await stoq._finish(
+                        outcome = await calls.finish(
                             outcome, worker, "scan", request.errors, results, self.until
                         )
                     if self.in_flight:
@@ -148,8 +173,8 @@ class Rounds:
                     self._take_worker(payload, worker, outcome, round_number)
                 else:
                     pairs = list(work.items())
-                    self.expirations = stoq._watchdog.expirations
-                    outcomes = await stoq._call_each(
+                    self.expirations = calls.watchdog.expirations
+                    outcomes = await calls.call_each(
                         [
                             (worker, "scan", (payload, request), request.errors, payload.results)
                             for (payload, _), worker in pairs
@@ -160,12 +185,59 @@ class Rounds:
                         self._settle()
                     for ((payload, _), worker), outcome in zip(pairs, outcomes):
                         self._take_worker(payload, worker, outcome, round_number)
-                if not (self.pending or stoq._dispatchers or len(payloads) > known):
+                if not (self.pending or self.dispatchers or len(payloads) > known):
                     # Every payload has had every always-dispatch worker and nothing new arrived:
                     # another round would find no work, so skip building it.
                     return
         finally:
             request._extraction = None
+
+    async def _run_cached(
+        self, work: dict[tuple[Payload, str], LoadedPlugin], round_number: int
+    ) -> None:
+        """A round with the result cache on: reuse what it holds, run the rest, keep what they
+        return. Responses are filed in the round's order, reused or not, so a scan's response
+        is laid out as it would be without the cache."""
+        cache = self.cache
+        assert cache is not None
+        pairs = list(work.items())
+        keys = [cache.key(payload, worker) for (payload, _), worker in pairs]
+        entries = cache.get(keys)
+        runs = [index for index, entry in enumerate(entries) if entry is None]
+        outcomes: dict[int, Any] = {}
+        if runs:
+            request = self.request
+            self.expirations = self.calls.watchdog.expirations
+            calls = []
+            for index in runs:
+                (payload, _), worker = pairs[index]
+                calls.append((worker, "scan", (payload, request), request.errors, payload.results))
+            outcomes = dict(zip(runs, await self.calls.call_each(calls, self.until)))
+            if self.in_flight:
+                self._settle()
+        stored: list[tuple[str, bytes]] = []
+        when = _cache.stored_now() if runs else ""
+        for index, ((payload, _), worker) in enumerate(pairs):
+            entry = entries[index]
+            if entry is not None:
+                response = cache.replay(entry, payload)
+                self._take_worker(payload, worker, response, round_number)
+                results = payload.results
+                if results.cached is None:
+                    results.cached = {}
+                results.cached[worker.name] = entry["stored"]
+                continue
+            outcome = outcomes[index]
+            key = keys[index]
+            captured = cache.capture(payload, outcome) if key is not None else None
+            self._take_worker(payload, worker, outcome, round_number)
+            # Results refused when filed (too large, not JSON) are not kept for next time.
+            if captured is not None and (
+                outcome.results is None or worker.name in payload.results.workers
+            ):
+                assert key is not None
+                stored.append((key, cache.encode(captured, when)))
+        cache.put(stored)
 
     async def _dispatch(self, payloads: list[Payload]) -> list[list[str]]:
         """The workers the dispatchers pick for each of ``payloads`` this round.
@@ -173,15 +245,15 @@ class Rounds:
         Dispatchers are asked every round (they may route on new results), so an error is
         recorded once per payload, and a dispatcher that raised is not asked about it again.
         """
-        stoq, request = self.stoq, self.request
+        calls, request = self.calls, self.request
         asked = [
             (payload, dispatcher)
             for payload in payloads
-            for dispatcher in stoq._dispatchers.values()
+            for dispatcher in self.dispatchers.values()
             if not self._gave_up(payload, dispatcher.name)
         ]
         errors: dict[Payload, list[Error]] = {payload: [] for payload in payloads}
-        outcomes = await stoq._call_each(
+        outcomes = await calls.call_each(
             [
                 (dispatcher, "get_dispatches", (payload, request), errors[payload], payload.results)
                 for payload, dispatcher in asked
@@ -191,10 +263,11 @@ class Rounds:
         for (payload, dispatcher), outcome in zip(asked, outcomes):
             if outcome is FAILED:
                 self._give_up(payload, dispatcher.name)
-            response = stoq._take(
+            response = calls.take(
                 outcome, DispatcherResponse, dispatcher, errors[payload], payload.results, {}
             )
             if response is not None:
+                first = len(picks[payload])
                 picks[payload].extend(
                     _names(
                         response.plugin_names,
@@ -205,6 +278,9 @@ class Rounds:
                     )
                 )
                 payload.dispatch_meta[dispatcher.name] = response.meta
+                if self.routing is not None:
+                    for name in picks[payload][first:]:
+                        self.routing.because(payload, name, f"dispatcher {dispatcher.name}")
         for payload in payloads:
             for error in errors[payload]:
                 if self._first_report((error.error, error.plugin_name, error.payload_id)):
@@ -235,7 +311,7 @@ class Rounds:
         """Add ``name`` (or, first, the required workers it still lacks) to this round's work."""
         if name in payload.results.plugins_run["workers"] or self._gave_up(payload, name):
             return
-        worker = self.stoq._simple_workers.get(name)
+        worker = self.simple_workers.get(name)
         if worker is not None:  # the common case: a loaded worker that requires no other
             work.setdefault((payload, name), worker)
             return
@@ -250,6 +326,11 @@ class Rounds:
             if self._first_report((name,)):
                 self.request.errors.append(Error(str(exc), name, payload.results.payload_id))
             return
+        if self.routing is not None:
+            for required in runnable[:-1] if runnable[-1].name == name else runnable:
+                self.routing.because(payload, required.name, f"required_workers of {name}")
+            if runnable[-1].name != name:
+                self.routing.defer(payload, name)
         if runnable[-1].name != name:
             # Its required workers go first; it comes back next round.
             self.pending.setdefault(payload, []).append(name)
@@ -278,7 +359,7 @@ class Rounds:
         requires = worker.requirements() if worker.late else worker.required_workers
         if not requires:
             if not worker.late:  # a v3 plugin's required_workers may change: ask it each time
-                stoq._simple_workers[name] = worker
+                self.simple_workers[name] = worker
             return [worker]
         ran = payload.results.plugins_run["workers"]
         missing = [r for r in sorted(requires) if r not in ran]
@@ -299,7 +380,7 @@ class Rounds:
     ) -> None:
         results = payload.results
         results.plugins_run["workers"].append(worker.name)
-        response = self.stoq._take(
+        response = self.calls.take(
             outcome,
             WorkerResponse,
             worker,
@@ -422,7 +503,7 @@ class Rounds:
         """The round's calls have returned: give back what they charged while producing, as
         the payloads they extracted are charged when kept. Not if the watchdog abandoned a
         call meanwhile: its thread may still hold what it charged."""
-        if self.stoq._watchdog.expirations == self.expirations:
+        if self.calls.watchdog.expirations == self.expirations:
             with _budget.LOCK:
                 self.in_flight = 0
 

@@ -6,7 +6,7 @@ loop, armed for the earliest limit of the calls under way; when it fires it canc
 whose calls are past their limit and re-arms for the next. Calls that finish in time never
 touch the timer.
 
-A call is watched only once it waits (see ``_calls.PluginCalls._start``): until its first ``await`` that
+A call is watched only once it waits (see ``_calls.PluginCalls.start``): until its first ``await`` that
 yields to the event loop, nothing could interrupt it anyway, and most plugin calls finish
 without ever waiting.
 """

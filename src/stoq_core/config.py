@@ -2,8 +2,11 @@
 
 A plugin's options live in the ``options`` section. They are layered, highest first: options given
 at the call (``--plugin-opts``, ``Stoq(plugin_opts=...)``), the ``[plugin_name]`` section of
-stoq.cfg, and the plugin's own defaults (a legacy plugin's ``[options]`` in its .stoq file; a
-plugin's ``fallback=`` values).
+stoq.cfg, and the plugin's own defaults (its declared ``Option`` defaults; a legacy plugin's
+``[options]`` in its .stoq file; a plugin's ``fallback=`` values).
+
+stoq.cfg and .stoq files take inline comments after whitespace (``timeout = 30  ; seconds``),
+and a value written ``$env:NAME`` is the environment variable NAME (datasette's ``$env``).
 """
 
 from __future__ import annotations
@@ -11,15 +14,94 @@ from __future__ import annotations
 import configparser
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from configparser import ConfigParser, InterpolationError
-from typing import Any
+from typing import Any, Optional
 
 from stoq_core.exceptions import StoqException
 
-__all__ = ["StoqConfigParser", "option_text", "read_stoq_cfg", "section_values"]
+__all__ = [
+    "INLINE_COMMENT_PREFIXES",
+    "StoqConfigParser",
+    "environment_value",
+    "ini_parser",
+    "option_text",
+    "read_stoq_cfg",
+    "section_values",
+    "strip_inline_comment",
+]
 
 _UNSET: Any = object()
+
+#: What starts an inline comment in stoq.cfg and .stoq files (issue 15: the README's own
+#: example, ``timeout = 600 ; seconds``, failed as the value '600 ; seconds'); only after
+#: whitespace, so ``url = http://h/#x`` and ``password = a;b`` keep theirs.
+INLINE_COMMENT_PREFIXES = (";", "#")
+
+_INLINE_COMMENT = re.compile(r"[ \t]+[;#]")
+_ENVIRONMENT = re.compile(r"\$env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def strip_inline_comment(line: str) -> str:
+    """``line`` of an INI file without its inline comment, if it has one.
+
+    A comment starts at a ``;`` or ``#`` that follows whitespace and some of the value: a value
+    that starts with one is kept whole (``separator = ;``, as v3 read it), which
+    configparser's own ``inline_comment_prefixes`` would have emptied.
+    """
+    text = line.lstrip()
+    if not text or text[0] in INLINE_COMMENT_PREFIXES:
+        return line  # blank, or a whole-line comment
+    start = len(line) - len(text)  # a section header or a continued value: all of it
+    if not start and not text.startswith("["):
+        # ``key = value``: the value starts after the first delimiter, and its blanks.
+        delimiters = [at for at in (line.find("="), line.find(":")) if at >= 0]
+        if not delimiters:
+            return line
+        after = min(delimiters) + 1
+        value = line[after:].lstrip()
+        if not value.strip():
+            return line
+        start = len(line) - len(value)
+    found = _INLINE_COMMENT.search(line, start)
+    if found is None:
+        return line
+    return line[: found.start()] + ("\n" if line.endswith("\n") else "")
+
+
+class _IniParser(ConfigParser):
+    """v3's parser (basic interpolation), taking inline comments (``strip_inline_comment``)."""
+
+    def read_file(self, f: Iterable[str], source: Optional[str] = None) -> None:
+        name = source or getattr(f, "name", "<???>")
+        super().read_file((strip_inline_comment(line) for line in f), name)
+
+
+def ini_parser() -> ConfigParser:
+    """A parser for stoq.cfg and .stoq files: v3's (``%%`` is ``%``), with inline comments."""
+    return _IniParser()
+
+
+def environment_value(value: Any, where: str, error: type[StoqException] = StoqException) -> Any:
+    """``value``, or the environment variable it names if it is written ``$env:NAME``.
+
+    Only a whole value is replaced (``$env:REDIS_PASSWORD``), so a secret need not be written in
+    stoq.cfg or on a command line, where ``ps`` shows it.
+
+    :param where: what holds the value, for the message: ``plugin 'redis': option 'password'``.
+    :raises StoqException: (or ``error``) the variable is not set.
+    """
+    if not isinstance(value, str):
+        return value
+    match = _ENVIRONMENT.fullmatch(value.strip())
+    if match is None:
+        return value
+    name = match["name"]
+    found = os.environ.get(name)
+    if found is None:
+        raise error(f"{where} is {value.strip()}, but the environment variable {name} is not set")
+    return found
 
 
 def option_text(value: Any) -> str:
@@ -122,7 +204,7 @@ def read_stoq_cfg(path: str) -> dict[str, dict[str, str]]:
     """
     if not os.path.isfile(path):
         return {}
-    parser = configparser.ConfigParser()
+    parser = ini_parser()
     try:
         with open(path, encoding="utf-8-sig") as handle:
             parser.read_file(handle)

@@ -182,6 +182,9 @@ class PayloadResults(_JsonText):
     extracted_by: list[str]
     workers: dict[str, Any]
     archivers: dict[str, Any]
+    #: The workers whose results the result cache reused, each with when its result was
+    #: made (ISO 8601, UTC); ``None`` when none were. In the JSON only when there are some.
+    cached: Optional[dict[str, str]]
 
     def __init__(
         self,
@@ -202,6 +205,7 @@ class PayloadResults(_JsonText):
         self.extracted_by = [] if extracted_by is None else _list(extracted_by)
         self.workers = {} if workers is None else workers
         self.archivers = {} if archivers is None else archivers
+        self.cached = None
 
     @property
     def payload_id(self) -> str:
@@ -215,7 +219,7 @@ class PayloadResults(_JsonText):
         self._payload_id = value
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "size": self.size,
             "payload_id": self.payload_id,
             "payload_meta": self.payload_meta.to_dict(),
@@ -225,6 +229,9 @@ class PayloadResults(_JsonText):
             "workers": self.workers,
             "archivers": self.archivers,
         }
+        if self.cached:  # after v3's fields, so a reader of v3's JSON sees what it knew
+            data["cached"] = self.cached
+        return data
 
 
 @attrs.define(eq=False, init=False)

@@ -10,18 +10,24 @@ never stops a scan. ``run`` and its providers are in ``_providers``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-from stoq_core import _logging
-from stoq_core._calls import FAILED
+from stoq_core import _cache, _logging
+from stoq_core._calls import FAILED, PluginCalls
 from stoq_core._manager import LoadedPlugin, PluginInfo, PluginManager
 from stoq_core._providers import Providers, RunStats
 from stoq_core._rounds import Rounds, cap_errors
-from stoq_core._settings import DEFAULTS, check_log_settings, checked_number, read_config
-from stoq_core._watchdog import Watchdog
+from stoq_core._settings import (
+    DEFAULTS,
+    check_log_settings,
+    checked_number,
+    default_log_dir,
+    read_config,
+)
 from stoq_core.data_classes import (
     ArchiverResponse,
     DecoratorResponse,
@@ -34,7 +40,11 @@ from stoq_core.data_classes import (
     subresponse_results,
 )
 from stoq_core.exceptions import StoqException, StoqPluginException
+from stoq_core.plugins import HOOK_ROLES
 from stoq_core.plugins import PLUGIN_LIST_HOOKS as ROLE_HOOKS
+
+if TYPE_CHECKING:
+    from stoq_core._observe import Observer, PluginTiming
 
 __all__ = ["RunStats", "Stoq"]
 
@@ -46,7 +56,9 @@ class Stoq(Providers):
 
     :param base_dir: defaults to the current directory.
     :param config_file: defaults to ``base_dir/stoq.cfg``, read only if it exists.
-    :param log_dir: defaults to ``base_dir/logs``; ``None`` or blank disables the file log.
+    :param log_dir: defaults to ``base_dir/logs`` when ``base_dir`` is given or holds a
+        stoq.cfg, else no file log (v3 left a ``logs/`` wherever a ``Stoq()`` was made);
+        ``None`` or blank disables the file log.
     :param log_level: ``DEBUG``, ``INFO`` (default), ``WARNING``, ...
     :param plugin_dir_list: v3 plugin directories; defaults to ``[base_dir/plugins]``.
     :param plugin_opts: ``{plugin_name: {option: value}}``, beating stoq.cfg.
@@ -75,9 +87,29 @@ class Stoq(Providers):
         says how many more were dropped.
     :param max_error_length: characters of one error message kept in the response and the log
         (default 4096); the rest is cut, and the cut said.
+    :param metrics_port: serve Prometheus metrics on this port from now on (default 0: no
+        metrics); needs ``prometheus_client`` (the ``metrics`` extra).
+    :param metrics_host: the address metrics are served on (default ``127.0.0.1``).
+    :param tracing: make an OpenTelemetry span per request and per plugin call (default
+        False); needs ``opentelemetry-api`` (the ``otel`` extra).
+    :param timings: keep each plugin call's time for ``plugin_timings`` (default False).
+    :param cache: the result cache (``docs/cache.md``): ``"off"`` (default), ``"local"``
+        (sqlite in ``base_dir/cache``) or an installed backend's name (``"redis"``); ``True``:
+        stoq.cfg's backend, or ``"local"`` if it names none; ``False``: off.
+    :param cache_ttl: seconds a cached result is reused (default 604800, a week; 0: no limit).
+    :param cache_plugins: the workers whose results are cached (default ``"all"``: every
+        worker that does not declare ``cacheable = False``).
+    :param cache_url: where the backend keeps results: a directory for ``local``, a URL for
+        ``redis`` (default: the backend's own).
+    :param cache_max_bytes: about how large the ``local`` cache's file may grow (default 1 GiB).
 
     Whatever a limit drops is reported as an ``Error`` naming the limit.
     """
+
+    # Metrics, traces and timings (``_observe``); set on the instance only when one is on. A
+    # 30th instance attribute takes CPython 3.11 off its shared-key dicts for a ``Stoq``, and
+    # every attribute read of a scan pays: +900 instructions a scan (2%) measured (issue 16).
+    _observer: Optional[Observer] = None
 
     def __init__(
         self,
@@ -106,6 +138,15 @@ class Stoq(Providers):
         max_result_size: Optional[int] = None,
         max_errors: Optional[int] = None,
         max_error_length: Optional[int] = None,
+        cache: Union[str, bool, None] = None,
+        cache_ttl: Optional[float] = None,
+        cache_plugins: Union[str, Sequence[str], None] = None,
+        cache_url: Optional[str] = None,
+        cache_max_bytes: Optional[int] = None,
+        metrics_port: Optional[int] = None,
+        metrics_host: Optional[str] = None,
+        tracing: Optional[bool] = None,
+        timings: bool = False,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir or os.getcwd())
         config_file = config_file or os.path.join(self.base_dir, "stoq.cfg")
@@ -119,6 +160,7 @@ class Stoq(Providers):
                 "int": self._config.getint,
                 "float": self._config.getfloat,
                 "list": self._config.getlist,
+                "bool": self._config.getboolean,
             }
             getter = getters.get(kind, self._config.get)
             try:
@@ -135,7 +177,7 @@ class Stoq(Providers):
 
         if log_dir is _UNSET:
             log_dir = self._config.get(
-                "core", "log_dir", fallback=os.path.join(self.base_dir, "logs")
+                "core", "log_dir", fallback=default_log_dir(base_dir, self.base_dir)
             )
         # Every setting is checked before anything starts: a negative max_recursion once
         # scanned nothing and exited 0, and ``timeout = nan`` switched the limit off.
@@ -163,6 +205,16 @@ class Stoq(Providers):
             number(None, "log_backup_count", int),
             syntax.lower(),
         )
+        metrics_port = number(metrics_port, "metrics_port", int)
+        if metrics_port > 65535:
+            raise StoqException(f"metrics_port must be a port number (0-65535), not {metrics_port}")
+        tracing = bool(core(tracing, "tracing", "bool"))
+        if metrics_port or tracing or timings:
+            from stoq_core import _observe
+
+            self._observer = _observe.Observer(
+                metrics_port, core(metrics_host, "metrics_host"), tracing, timings
+            )
         if plugin_dir_list is None:
             plugin_dir_list = self._config.getlist(
                 "core", "plugin_dir_list", fallback=[os.path.join(self.base_dir, "plugins")]
@@ -174,6 +226,7 @@ class Stoq(Providers):
             plugin_opts,
             load_timeout=self.timeout,
             max_error_length=self.max_error_length,
+            observe=None if self._observer is None else self._observer.wrap,
         )
 
         self._providers = self._load_role("providers", core(providers, "providers", "list"))
@@ -190,7 +243,25 @@ class Stoq(Providers):
             dict.fromkeys(core(always_dispatch, "always_dispatch", "list"))
         )
         self._load_role("always_dispatch", self.always_dispatch)
-        self._watchdog = Watchdog()
+        # Off (the default), this is None, and a scan round tests only that.
+        self._cache = _cache.open_cache(
+            _cache.CacheSettings(
+                backend=_cache.backend_name(cache, core(None, "cache")),
+                ttl=number(cache_ttl, "cache_ttl", float),
+                plugins=_cache.plugin_names(core(cache_plugins, "cache_plugins", "list")),
+                url=core(cache_url, "cache_url") or "",
+                max_bytes=number(cache_max_bytes, "cache_max_bytes", int, 1),
+                home=self.base_dir,
+            ),
+            self.plugins,
+        )
+        self._calls = PluginCalls(self, self.log)
+        if self._observer is not None:
+            self._calls.on_timeout = self._observer.timed_out
+            # An attribute over the method, rather than a check in it: off, a scan pays nothing.
+            self._scan_and_save = functools.partial(  # type: ignore[method-assign]
+                self._observer.scan, self._scan_and_save
+            )
         self._simple_workers: dict[str, LoadedPlugin] = {}  # workers with no required_workers
         self._next_scan_at = 0.0
         self._ratelimit_lock: Optional[asyncio.Lock] = None
@@ -222,15 +293,22 @@ class Stoq(Providers):
         """Call one hook of one plugin as a scan calls it: within its time limit, whatever it
         raises becoming an ``Error`` that names it (what ``stoq_core.testing.call_hook`` uses).
 
-        :returns: what the hook returned (None if it failed or timed out) and the errors
-            recorded for the call.
+        :returns: what the hook returned (None if it failed or timed out) and the errors a
+            scan would record for the call: what it raised, then the errors its response
+            carries (bare strings made ``Error``s naming the plugin and payload), or why the
+            response was refused.
         :raises StoqException: the plugin cannot be loaded.
         """
         plugin = self.plugins.load(plugin_name)
         errors: list[Error] = []
         about = args[0].results if args and isinstance(args[0], Payload) else None
-        value = await self._call(plugin, hook, args, errors, about)
-        return (None if value is FAILED else value), errors
+        value = await self._calls.call(plugin, hook, args, errors, about)
+        if value is FAILED:
+            return None, errors
+        role = HOOK_ROLES.get(hook)
+        if value is not None and role is not None and role.response is not None:
+            self._calls.take(value, role.response, plugin, errors, about, {})
+        return value, errors
 
     # -- scanning --------------------------------------------------------------------------
 
@@ -281,7 +359,17 @@ class Stoq(Providers):
         self, request: Request, add_start_dispatch: Optional[Sequence[str]]
     ) -> tuple[StoqResponse, list[Error]]:
         """``scan_request``'s work; also returns the errors of connectors that failed to save."""
-        await Rounds(self, request, add_start_dispatch or ()).run()
+        rounds = Rounds(
+            self,
+            self._calls,
+            self._dispatchers,
+            self._simple_workers,
+            request,
+            add_start_dispatch or (),
+        )
+        await rounds.run()
+        if rounds.dropped is not None and self._observer is not None:
+            self._observer.dropped(rounds.dropped)
         if self._dest_archivers and request.request_meta.archive_payloads:
             await self._archive(request)
         if len(request.errors) > self.max_errors:
@@ -299,7 +387,7 @@ class Stoq(Providers):
             if payload.results.payload_meta.should_archive:
                 for archiver in self._dest_archivers.values():
                     calls.append((payload, archiver))
-        outcomes = await self._call_each(
+        outcomes = await self._calls.call_each(
             [
                 (archiver, "archive", (payload, request), request.errors, payload.results)
                 for payload, archiver in calls
@@ -307,7 +395,7 @@ class Stoq(Providers):
         )
         for (payload, archiver), outcome in zip(calls, outcomes):
             payload.results.plugins_run["archivers"].append(archiver.name)
-            self._take(
+            self._calls.take(
                 outcome,
                 ArchiverResponse,
                 archiver,
@@ -318,21 +406,21 @@ class Stoq(Providers):
 
     async def _decorate(self, response: StoqResponse) -> None:
         decorators = list(self._decorators.values())
-        outcomes = await self._call_each(
+        outcomes = await self._calls.call_each(
             [
                 (decorator, "decorate", (response,), response.errors, None)
                 for decorator in decorators
             ]
         )
         for decorator, outcome in zip(decorators, outcomes):
-            self._take(
+            self._calls.take(
                 outcome, DecoratorResponse, decorator, response.errors, None, response.decorators
             )
 
     async def _save(self, response: StoqResponse) -> list[Error]:
         """Every connector's ``save``; returns the errors of those that failed."""
         failed: list[Error] = []
-        await self._call_each(
+        await self._calls.call_each(
             [
                 (connector, "save", (response,), failed, None)
                 for connector in self._connectors.values()
@@ -342,6 +430,20 @@ class Stoq(Providers):
         return failed
 
     # -- responses -------------------------------------------------------------------------
+
+    def plugin_timings(self, response: StoqResponse) -> list[PluginTiming]:
+        """How long each plugin call of ``response``'s scan took, in the order they ended.
+
+        Kept only by a ``Stoq`` made with ``timings=True``, and only while ``response`` lives;
+        the response's JSON is unchanged.
+
+        :returns: one ``PluginTiming`` per call (``[]`` for a response this ``Stoq`` did not
+            scan).
+        :raises StoqException: this ``Stoq`` was not made with ``timings=True``.
+        """
+        if self._observer is None or not self._observer.timings:
+            raise StoqException("plugin timings are off: make the Stoq with timings=True")
+        return self._observer.timings_of(response)
 
     async def reconstruct_all_subresponses(
         self, stoq_response: StoqResponse

@@ -9,10 +9,18 @@ may be combined (v3's multiclass plugins).
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple, Optional
 
 from stoq_core.config import StoqConfigParser
+from stoq_core.data_classes import (
+    ArchiverResponse,
+    DecoratorResponse,
+    DispatcherResponse,
+    WorkerResponse,
+)
 from stoq_core.hookspecs import HOOK_NAMES
+from stoq_core.options import Option
 
 __all__ = [
     "HOOK_ROLES",
@@ -39,6 +47,9 @@ class Role(NamedTuple):
     name: str  #: this use of the kind, as the docs say it: ``source archiver``...
     #: The ``Stoq`` argument and stoq.cfg ``[core]`` option that name such plugins.
     plugin_list: str
+    #: The response class the hook returns, whose results and errors a scan files (None:
+    #: the hook returns no response).
+    response: Optional[type[Any]] = None
 
 
 #: Every role, in the order a scan meets them (``hookspecs.HOOK_NAMES``): the one table the
@@ -46,10 +57,10 @@ class Role(NamedTuple):
 ROLES: tuple[Role, ...] = (
     Role("ingest", "provider", "provider", "providers"),
     Role("get", "archiver", "source archiver", "source_archivers"),
-    Role("get_dispatches", "dispatcher", "dispatcher", "dispatchers"),
-    Role("scan", "worker", "worker", "always_dispatch"),
-    Role("archive", "archiver", "destination archiver", "dest_archivers"),
-    Role("decorate", "decorator", "decorator", "decorators"),
+    Role("get_dispatches", "dispatcher", "dispatcher", "dispatchers", DispatcherResponse),
+    Role("scan", "worker", "worker", "always_dispatch", WorkerResponse),
+    Role("archive", "archiver", "destination archiver", "dest_archivers", ArchiverResponse),
+    Role("decorate", "decorator", "decorator", "decorators", DecoratorResponse),
     Role("save", "connector", "connector", "connectors"),
 )
 
@@ -62,6 +73,16 @@ PLUGIN_LIST_HOOKS: dict[str, str] = {role.plugin_list: role.hook for role in ROL
 
 class BasePlugin:
     """Gives a plugin ``config``, ``plugin_name``, ``log`` and its documentation fields."""
+
+    #: The options the plugin takes, checked when it loads (``stoq_core.options``); ``None``:
+    #: not declared, so whatever it is given is passed on unchecked, as v3 did.
+    options: ClassVar[Optional[Sequence[Option]]] = None
+
+    #: ``False``: the result cache never reuses this worker's results (``docs/cache.md``).
+    #: Set it on a worker whose results depend on more than the payload's bytes and its
+    #: options: a live reputation lookup, the time, the payload's metadata. Any plugin class
+    #: or module may set it; the bases only document it.
+    cacheable: ClassVar[bool] = True
 
     def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
         self.config = config

@@ -13,6 +13,9 @@ Opt in from a ``conftest.py`` (or a test module)::
         stoq = stoq_with("mything")
         outcome = call_hook(stoq, "mything", "scan", make_payload(b"x"))
         assert outcome.errors == [] and outcome.value.results == {...}
+        # The errors the response carries are there too, as a scan records them:
+        bad = call_hook(stoq, "mything", "scan", make_payload(b"corrupt"))
+        assert bad.errors[0].plugin_name == "mything"
 
 ``stoq_with`` loads the plugin through its entry point, exactly as ``stoq scan`` would, so a
 test also proves the distribution's packaging. A class not yet installed can be given with
@@ -129,7 +132,12 @@ def published(*paths: str | Path) -> Iterator[None]:
 
 @attrs.define
 class HookOutcome:
-    """What one hook call gave: its return value (None if it failed) and the errors recorded."""
+    """What one hook call gave: its return value (None if it failed) and the errors recorded.
+
+    ``errors`` are the ``Error``s a scan would record for the call: what the hook raised or
+    its timeout, then the errors its response carries, each naming the plugin and payload (a
+    bare string in ``value.errors`` becomes an ``Error`` here), or why the response was refused.
+    """
 
     value: Any
     errors: list[Error]
@@ -147,7 +155,10 @@ def _takes_a_request(hook: str) -> bool:
 def call_hook(stoq: Stoq, plugin_name: str, hook: str, *args: Any) -> HookOutcome:
     """Call one hook of one plugin the way the engine does, errors and time limits included.
 
-    Worker and dispatcher hooks given only a payload get a one-payload request around it.
+    Its response is filed as a scan files it: the errors it carries are in the outcome's
+    ``errors``, attributed to the plugin and the payload (see ``HookOutcome``); ``value`` is
+    the response itself, as the hook returned it. Worker and dispatcher hooks given only a
+    payload get a one-payload request around it.
     """
     if len(args) == 1 and _takes_a_request(hook):
         args = (args[0], Request([args[0]]))
@@ -173,11 +184,13 @@ def stoq_with(tmp_path: Path) -> Iterator[Callable[..., Stoq]]:
         stoq_kwargs.setdefault("base_dir", str(tmp_path))
         stoq_kwargs.setdefault("log_dir", None)
         stoq_kwargs.setdefault("plugin_dir_list", [])
-        if name is not None and options is not None:
+        if name is not None and options is not None and plugin is None:
             stoq_kwargs.setdefault("plugin_opts", {})[name] = options
         stoq = Stoq(**stoq_kwargs)
         if name is not None:
             if plugin is not None:
+                # Given after construction: Stoq refuses options for a plugin not installed.
+                stoq.plugins.plugin_opts[name] = dict(options or {})
                 stoq.plugins.register(name, plugin)
             else:
                 stoq.plugins.load(name)

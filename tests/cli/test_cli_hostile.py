@@ -148,3 +148,39 @@ def test_stoq_run_ends_when_a_worker_raises_cancelled_error(hostile_stoq):
     assert len(lines) == 3
     assert all("CancelledError" in r["errors"][0]["error"] for r in lines)
     assert done.code == 1
+
+
+@pytest.mark.parametrize(("init", "seconds"), [("hang", 60), ("swallow_interrupt", 3)])
+def test_ctrl_c_while_a_plugin_starts_stops_the_command(
+    hostile_stoq, sample, tmp_path, init, seconds
+):
+    # Once taken for the plugin's own failure: the command went on without the plugin, and a
+    # `stoq run --consumers` child went on serving while its parent waited for it forever. A
+    # plugin that swallows the interrupt delays the stop until its __init__ returns.
+    import signal
+    import subprocess
+
+    marker = tmp_path / "started"
+    process = subprocess.Popen(
+        hostile_stoq.command(
+            "scan", str(sample), "-s", "hostile", "--plugin-opts", f"hostile:init={init}",
+            f"hostile:seconds={seconds}", f"hostile:marker={marker}",
+        ),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=hostile_stoq.env, cwd=hostile_stoq.cwd,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the plugin never started"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, err
+    assert out == b""
+    assert b"failed to start" not in err
+    assert b"Traceback" not in err

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import Done, StoqRunner, write_legacy_plugin
@@ -128,12 +130,18 @@ class Venv:
         self.env.pop("PIP_DRY_RUN", None)  # here pip installs for real
         self.cwd = stoq.cwd
 
-    def stoq(self, *args: str) -> Done:
+    def stoq(self, *args: str, stdin: bytes = b"") -> Done:
         done = subprocess.run(
             [str(self.python), "-m", "stoq_cli", *args],
-            stdin=subprocess.DEVNULL, capture_output=True, env=self.env, cwd=self.cwd, timeout=300,
+            input=stdin, capture_output=True, env=self.env, cwd=self.cwd, timeout=300,
         )  # fmt: skip
         return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    def plugins(self) -> dict[str, Any]:
+        """``stoq list --json`` by plugin name."""
+        done = self.stoq("list", "--json")
+        assert done.code == 0, done.err
+        return {plugin["name"]: plugin for plugin in done.json()}
 
 
 @pytest.fixture
@@ -388,3 +396,316 @@ def test_a_failing_pip_exits_1(venv: Venv) -> None:
 
     assert (done.code, done.out) == (1, "")
     assert done.err.splitlines()[-1].startswith("stoq: error: pip install failed (exit 1)")
+
+
+def write_project(root: Path, version: str = "1.0", answer: str = "first") -> Path:
+    """A source project of ``stoq-plugin-devtest`` (hatchling, src layout), plugin ``devtest``."""
+    package = root / "src" / "devtest_plugin"
+    package.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[project]\nname = "stoq-plugin-devtest"\nversion = "{version}"\n\n'
+        '[project.entry-points."stoq.plugins"]\ndevtest = "devtest_plugin:Dev"\n\n'
+        # A .pth of src/ for -e: hatchling's other editable mode needs `editables`, not here.
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/devtest_plugin"]\n'
+        'dev-mode-dirs = ["src"]\n'
+    )
+    (package / "__init__.py").write_text(
+        WHEEL_MODULE.replace("Wheeled", "Dev").replace(
+            '{"from_wheel": True}', repr({"answer": answer})
+        )
+    )
+    return root
+
+
+# -- pip's options, editable installs, and what stoq says pip did -----------------------------
+
+
+def test_install_e_runs_the_plugin_from_its_source(
+    venv: Venv, tmp_path: Path, sample: Path
+) -> None:
+    project = write_project(tmp_path / "devtest")
+
+    done = venv.stoq("install", "-e", str(project), "--no-build-isolation")
+
+    assert done.code == 0, done.err
+    assert done.out == "installed plugin devtest 1.0 from stoq-plugin-devtest (editable)\n"
+    assert not (venv.site / "devtest_plugin").exists()  # the source is not copied
+    first = venv.stoq("scan", str(sample), "-s", "devtest")
+    assert first.json()["results"][0]["workers"]["devtest"] == {"answer": "first"}
+    module = project / "src" / "devtest_plugin" / "__init__.py"
+    module.write_text(module.read_text().replace("'first'", "'edited'"))
+    edited = venv.stoq("scan", str(sample), "-s", "devtest")
+    assert edited.json()["results"][0]["workers"]["devtest"] == {"answer": "edited"}
+
+
+def test_install_e_of_a_v3_plugin_folder_is_refused(stoq: StoqRunner, tmp_path: Path) -> None:
+    source = write_legacy_plugin(tmp_path / "downloads")
+
+    done = stoq("install", "-e", str(source))
+
+    assert (done.code, done.out) == (2, "")
+    assert done.err == (
+        f"stoq: error: {source} holds v3 plugins, which are copied, not installed in "
+        f"development mode: to run them from where they are, give 'stoq scan' --plugin-dir "
+        f"{source}\n"
+    )
+    assert not (stoq.home / "plugins" / "echo3").exists()
+
+
+def test_install_e_of_a_missing_path_is_an_input_error(stoq: StoqRunner, tmp_path: Path) -> None:
+    done = stoq("install", "-e", str(tmp_path / "nowhere"))
+
+    assert (done.code, done.out) == (2, "")
+    assert done.err == f"stoq: error: {tmp_path / 'nowhere'}: no such file or directory\n"
+
+
+def test_pip_options_are_passed_on_to_pip(venv: Venv, tmp_path: Path) -> None:
+    wheels = build_wheel(tmp_path / "wheels", "1.0").parent
+
+    # By name alone: pip can only find it through --find-links.
+    done = venv.stoq("install", "--no-index", "--find-links", str(wheels), "stoq-plugin-wheeltest")
+
+    assert done.code == 0, done.err
+    assert done.out == "installed plugin wheeltest 1.0 from stoq-plugin-wheeltest\n"
+
+
+def test_an_installed_requirement_is_nothing_to_install_and_upgrade_is_suggested(
+    venv: Venv, tmp_path: Path
+) -> None:
+    wheels = build_wheel(tmp_path / "wheels", "1.0").parent
+    assert venv.stoq("install", "-f", str(wheels), "stoq-plugin-wheeltest").code == 0
+
+    done = venv.stoq("install", "-f", str(wheels), "stoq-plugin-wheeltest")
+
+    assert (done.code, done.out) == (0, "")
+    assert done.err.splitlines()[-1] == (
+        "stoq: nothing to install: stoq-plugin-wheeltest already installed "
+        "(add --upgrade for a newer version)"
+    )
+
+
+def test_with_upgrade_given_no_message_asks_for_it(venv: Venv, tmp_path: Path) -> None:
+    wheels = build_wheel(tmp_path / "wheels", "1.0").parent
+    assert venv.stoq("install", "-f", str(wheels), "stoq-plugin-wheeltest").code == 0
+
+    done = venv.stoq("install", "-U", "-f", str(wheels), "stoq-plugin-wheeltest")
+
+    assert (done.code, done.out) == (0, "")
+    assert done.err.splitlines()[-1] == (
+        "stoq: nothing to install: stoq-plugin-wheeltest already up to date"
+    )
+    assert "--upgrade" not in done.err
+
+
+def test_install_U_of_an_installed_project_folder_says_it_was_reinstalled(
+    venv: Venv, tmp_path: Path
+) -> None:
+    project = write_project(tmp_path / "devtest")
+    assert venv.stoq("install", "--no-build-isolation", str(project)).code == 0
+
+    done = venv.stoq("install", "-U", "--no-build-isolation", str(project))
+
+    assert done.code == 0, done.err
+    assert done.out == "reinstalled plugin devtest 1.0 from stoq-plugin-devtest\n"
+    assert "stoq:" not in done.err  # no "add --upgrade", no "nothing changed"
+
+
+def test_a_distribution_that_publishes_no_plugin_is_named(venv: Venv, tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path / "dist", "plain-helper", "2.0", {"plain_helper.py": "X = 1\n"})
+
+    done = venv.stoq("install", str(wheel))
+
+    assert (done.code, done.out) == (0, "")
+    assert done.err.splitlines()[-1] == (
+        "stoq: plain-helper 2.0 declares no 'stoq.plugins' entry point: it adds no plugin"
+    )
+
+
+def test_install_and_uninstall_refresh_the_plugin_index_at_once(
+    venv: Venv, tmp_path: Path, sample: Path
+) -> None:
+    # The index trusts a site-packages whose time has not moved. Some file systems keep
+    # coarse directory times; here the time is put back by hand after each change.
+    still = time.time() - 60
+
+    def index_as_now() -> None:
+        """Write the home's index of what is installed now, however recent the changes."""
+        os.utime(venv.site, (still, still))
+        subprocess.run(
+            [str(venv.python), "-c", "from stoq_cli._where import entry_point_reader as r; "
+             "i = r(); i._write(i._fingerprint(), i._from_metadata())"],
+            env=venv.env, check=True, timeout=60,
+        )  # fmt: skip
+
+    Path(venv.env["STOQ_HOME"]).mkdir()  # the index is kept only in a home that exists
+    (venv.site / "keep.pth").write_text("")  # else pip removes the emptied site-packages
+    index_as_now()
+    assert venv.stoq("install", str(build_wheel(tmp_path / "dist", "1.0"))).code == 0
+    os.utime(venv.site, (still, still))
+
+    scanned = venv.stoq("scan", str(sample), "-s", "wheeltest")
+
+    assert scanned.code == 0, scanned.err
+    index_as_now()
+    assert venv.stoq("uninstall", "-y", "wheeltest").code == 0
+    os.utime(venv.site, (still, still))
+    gone = venv.stoq("scan", str(sample), "-s", "wheeltest")
+    assert gone.code == 2
+    assert "plugin 'wheeltest' is not installed" in gone.err
+
+
+# -- stoq uninstall --------------------------------------------------------------------------
+
+
+def test_uninstall_by_plugin_name_asks_then_removes_its_distribution(
+    venv: Venv, tmp_path: Path
+) -> None:
+    assert venv.stoq("install", str(build_wheel(tmp_path / "dist", "1.0"))).code == 0
+
+    done = venv.stoq("uninstall", "wheeltest", stdin=b"y\n")
+
+    assert done.code == 0, done.err
+    assert done.out == "uninstalled plugin wheeltest 1.0 from stoq-plugin-wheeltest\n"
+    assert done.err.startswith(
+        "stoq: about to uninstall:\n"
+        f"  stoq-plugin-wheeltest 1.0 (plugins: wheeltest) in {venv.site}\n"
+        "Proceed (Y/n)? "
+    )
+    assert not (venv.site / "wheeltest_plugin.py").exists()
+    assert "wheeltest" not in venv.plugins()
+
+
+def test_uninstall_by_distribution_name_with_yes_does_not_ask(venv: Venv, tmp_path: Path) -> None:
+    assert venv.stoq("install", str(build_wheel(tmp_path / "dist", "1.0"))).code == 0
+
+    done = venv.stoq("uninstall", "-y", "stoq_plugin_WheelTest")  # pip's name rules
+
+    assert done.code == 0, done.err
+    assert done.out == "uninstalled plugin wheeltest 1.0 from stoq-plugin-wheeltest\n"
+    assert "Proceed" not in done.err
+    assert not (venv.site / "wheeltest_plugin.py").exists()
+
+
+def test_answering_no_uninstalls_nothing(venv: Venv, tmp_path: Path) -> None:
+    assert venv.stoq("install", str(build_wheel(tmp_path / "dist", "1.0"))).code == 0
+
+    done = venv.stoq("uninstall", "wheeltest", stdin=b"n\n")
+
+    assert (done.code, done.out) == (1, "")
+    assert done.err.splitlines()[-1] == "Proceed (Y/n)? stoq: nothing uninstalled"
+    assert (venv.site / "wheeltest_plugin.py").is_file()
+
+
+def test_no_answer_is_not_a_yes(venv: Venv, tmp_path: Path) -> None:
+    assert venv.stoq("install", str(build_wheel(tmp_path / "dist", "1.0"))).code == 0
+
+    done = venv.stoq("uninstall", "wheeltest")  # stdin at its end at once
+
+    assert (done.code, done.out) == (2, "")
+    assert done.err.splitlines()[-1] == (
+        "stoq: error: no answer on stdin: add -y to uninstall without asking"
+    )
+    assert (venv.site / "wheeltest_plugin.py").is_file()
+
+
+def test_uninstall_refuses_stoq_core_and_what_it_needs(venv: Venv) -> None:
+    core = venv.stoq("uninstall", "-y", "stoq-core")
+    click_ = venv.stoq("uninstall", "-y", "click")
+
+    assert (core.code, core.out) == (2, "")
+    assert core.err == (
+        "stoq: error: stoq-core is stoQ itself, not a plugin: 'stoq uninstall' removes plugins "
+        f"(to remove stoQ, run '{venv.python} -m pip uninstall stoq-core')\n"
+    )
+    assert (click_.code, click_.out) == (2, "")
+    assert click_.err == (
+        "stoq: error: click is needed by stoq-core: 'stoq uninstall' would break stoq itself\n"
+    )
+
+
+def test_uninstall_removes_a_v3_copy_by_folder_or_plugin_name_or_path(
+    stoq: StoqRunner, tmp_path: Path, sample: Path
+) -> None:
+    target = stoq.home / "plugins" / "echo3"
+    for name in ("echo3", "lower", str(target)):
+        source = write_legacy_plugin(tmp_path / name.replace("/", "_"))
+        if name == "lower":  # [Core] Name differs from the folder's name
+            stoq_file = source / "echo3.stoq"
+            stoq_file.write_text(stoq_file.read_text().replace("Name = echo3", "Name = lower"))
+        assert stoq("install", str(source)).code == 0
+
+        done = stoq("uninstall", "-y", name)
+
+        assert done.code == 0, done.err
+        plugin = "lower" if name == "lower" else "echo3"
+        assert done.out == f"uninstalled plugin {plugin} 3.0.1 in {target}\n"
+        assert not target.exists()
+        assert sorted(p.name for p in (stoq.home / "plugins").iterdir()) == []
+    gone = stoq("scan", str(sample), "-s", "echo3")
+    assert gone.code == 2
+    assert "plugin 'echo3' is not installed" in gone.err
+
+
+def test_uninstall_of_a_name_not_installed_suggests_one(stoq: StoqRunner) -> None:
+    done = stoq("uninstall", "-y", "cli_ecko")
+
+    assert (done.code, done.out) == (2, "")
+    assert done.err == (
+        "stoq: error: 'cli_ecko' is not installed: no plugin, distribution or v3 plugin folder "
+        "of that name (did you mean 'cli_echo'?) ('stoq list' shows the plugins)\n"
+    )
+
+
+def test_a_name_that_means_two_things_is_refused(stoq: StoqRunner, tmp_path: Path) -> None:
+    # A v3 copy named as a plugin of the installed stoq-plugin-clitest.
+    assert stoq("install", str(write_legacy_plugin(tmp_path / "v3", name="cli_echo"))).code == 0
+
+    done = stoq("uninstall", "-y", "cli_echo")
+
+    assert (done.code, done.out) == (2, "")
+    assert done.err == (
+        "stoq: error: 'cli_echo' could mean stoq-plugin-clitest or "
+        f"{stoq.home / 'plugins' / 'cli_echo'}: name the one to uninstall\n"
+    )
+    assert (stoq.home / "plugins" / "cli_echo").is_dir()
+
+
+def test_a_distribution_pip_leaves_in_place_is_an_error(venv: Venv, tmp_path: Path) -> None:
+    # Installed outside the environment's own site-packages, which pip refuses to touch.
+    elsewhere = tmp_path / "elsewhere"
+    with zipfile.ZipFile(build_wheel(tmp_path / "dist", "1.0")) as archive:
+        archive.extractall(elsewhere)
+    venv.env["PYTHONPATH"] = os.pathsep.join([str(elsewhere), venv.env["PYTHONPATH"]])
+
+    done = venv.stoq("uninstall", "-y", "wheeltest")
+
+    assert (done.code, done.out) == (1, "")
+    assert done.err.splitlines()[-1] == (
+        f"stoq: error: pip did not uninstall stoq-plugin-wheeltest from {elsewhere} "
+        "(outside its environment? its output is above)"
+    )
+    assert (elsewhere / "wheeltest_plugin.py").is_file()
+
+
+def test_a_plugin_two_distributions_publish_is_uninstalled_by_distribution(
+    venv: Venv, tmp_path: Path
+) -> None:
+    assert venv.stoq("install", str(build_wheel(tmp_path / "dist", "1.0"))).code == 0
+    other = write_wheel(
+        tmp_path / "other", "stoq-plugin-other", "0.1", {"other_plugin.py": WHEEL_MODULE},
+        "[stoq.plugins]\nwheeltest = other_plugin:Wheeled\n",
+    )  # fmt: skip
+    assert venv.stoq("install", str(other)).code == 0
+
+    ambiguous = venv.stoq("uninstall", "-y", "wheeltest")
+    done = venv.stoq("uninstall", "-y", "stoq-plugin-other")
+
+    assert ambiguous.code == 2
+    assert ambiguous.err == (
+        "stoq: error: 'wheeltest' could mean stoq-plugin-other or stoq-plugin-wheeltest: "
+        "name the one to uninstall\n"
+    )
+    assert done.code == 0, done.err
+    assert done.out == "uninstalled plugin wheeltest 0.1 from stoq-plugin-other\n"
+    assert venv.plugins()["wheeltest"]["error"] is None

@@ -500,3 +500,76 @@ def test_plugin_dirs_given_relative_are_reported_absolute(
     monkeypatch.chdir(plugins_dir.parent)
     found, _ = _legacy.discover([os.path.join(".", "plugins")])
     assert found["carve"].directory == plugins_dir
+
+
+# -- plain @hookimpl classes (issue 15, item 10) ---------------------------------------------
+
+#: A quick local plugin with no v3 base class: datasette's --plugins-dir modules need none.
+PLAIN_WORKER = """
+from stoq_core import WorkerResponse, hookimpl
+
+
+class Counter:
+    def __init__(self, config):
+        self.byte = config.getint("options", "byte", fallback=0)
+        self.name_at_init = self.plugin_name
+
+    @hookimpl
+    async def scan(self, payload, request):
+        count = bytes(payload.content).count(self.byte)
+        return WorkerResponse({"count": count, "name": self.name_at_init})
+
+    def helper(self):
+        return "not a hook"
+"""
+
+
+def test_a_plain_hookimpl_class_in_a_plugin_directory_scans(
+    tmp_path: Path, write_plugin: Callable[..., Path], make_stoq: Callable[..., Stoq]
+) -> None:
+    write_plugin(tmp_path / "p", "count", PLAIN_WORKER, "[options]\nbyte = 97\n")
+    stoq = make_stoq(plugin_dir_list=[str(tmp_path / "p")])
+
+    response = _scan(stoq, b"banana", "count")
+
+    assert response["results"][0]["workers"]["count"] == {"count": 3, "name": "count"}
+    assert response["errors"] == []
+
+
+def test_a_plain_hookimpl_class_is_listed_with_its_hooks_and_v3_roles(
+    tmp_path: Path, write_plugin: Callable[..., Path], make_stoq: Callable[..., Stoq]
+) -> None:
+    from stoq.plugin_manager import StoqPluginManager
+
+    write_plugin(tmp_path / "p", "count", PLAIN_WORKER)
+
+    info = make_stoq(plugin_dir_list=[str(tmp_path / "p")]).list_plugins()["count"]
+    listing = StoqPluginManager([str(tmp_path / "p")]).list_plugins()["count"]
+
+    assert (info.hooks, info.error) == (["scan"], None)
+    assert listing["classes"] == ["Worker"]
+
+
+def test_a_plain_class_without_a_marked_method_is_not_a_plugin_class(
+    tmp_path: Path, write_plugin: Callable[..., Path], make_stoq: Callable[..., Stoq]
+) -> None:
+    code = "class Unmarked:\n    async def scan(self, payload, request):\n        return None\n"
+    write_plugin(tmp_path / "p", "unmarked", code)
+    with pytest.raises(StoqPluginException, match=r"defines no plugin class.*@stoq_core\.hookimpl"):
+        make_stoq(plugin_dir_list=[str(tmp_path / "p")], always_dispatch=["unmarked"])
+
+
+def test_a_plain_class_with_a_misspelled_hook_names_it(
+    tmp_path: Path, write_plugin: Callable[..., Path], make_stoq: Callable[..., Stoq]
+) -> None:
+    code = (
+        "from stoq_core import hookimpl\n\n\nclass Typo:\n"
+        "    def __init__(self, config):\n        pass\n\n"
+        "    @hookimpl\n    async def scna(self, payload, request):\n        return None\n"
+    )
+    write_plugin(tmp_path / "p", "typo", code)
+    stoq = make_stoq(plugin_dir_list=[str(tmp_path / "p")])
+
+    with pytest.raises(StoqPluginException, match=r"implements 'scna', which is not a stoQ hook"):
+        stoq.load_plugin("typo")
+    assert "implements 'scna'" in (stoq.list_plugins()["typo"].error or "")

@@ -157,7 +157,13 @@ def test_member_names_are_kept_as_data_even_when_they_climb_out(
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("maximum_size", "lots", "option 'maximum_size': 'lots' is not a whole number"),
+        (
+            "maximum_size",
+            "lots",
+            "option 'maximum_size' must be a whole number \\(int\\), not 'lots'",
+        ),
+        ("maximum_ratio", "big", "option 'maximum_ratio' must be a number \\(float\\), not 'big'"),
+        ("maximum_sise", "1", "has no option 'maximum_sise'.*did you mean 'maximum_size'"),
         ("maximum_count", "0", "option 'maximum_count': 0 must be at least 1"),
         ("maximum_ratio", "0.5", "option 'maximum_ratio': 0.5 must be at least 1"),
         ("passwords", "[1, 2]", "option 'passwords': the JSON must be a list of strings"),

@@ -328,7 +328,10 @@ def test_max_payload_size_defaults_to_the_core_s(
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("lots", "max_payload_size must be a whole number, not 'lots'"), ("0", "1 or more, not 0")],
+    [
+        ("lots", r"option 'max_payload_size' must be a whole number \(int\), not 'lots'"),
+        ("0", "1 or more, not 0"),
+    ],
 )
 def test_a_max_payload_size_that_is_not_a_positive_number_is_an_error(
     make_stoq: Callable[..., Stoq], source: Path, value: str, message: str
@@ -386,5 +389,6 @@ def test_a_source_dir_removed_after_construction_is_reported_at_ingest(
 def test_a_yes_no_option_that_is_neither_is_an_error(
     make_stoq: Callable[..., Stoq], source: Path, option: str
 ) -> None:
-    with pytest.raises(StoqPluginException, match=f"{option} must be true or false, not 'maybe'"):
+    message = rf"option '{option}' must be true or false \(bool\), not 'maybe'"
+    with pytest.raises(StoqPluginException, match=message):
         make_stoq({"source_dir": str(source), option: "maybe"}, providers=["filedir"])

@@ -297,7 +297,8 @@ def test_one_garbled_message_among_a_thousand_costs_only_itself(
     for half, count in (("first", 500), ("second", 499)):
         (tmp_path / half).mkdir()
         for number in range(count):
-            (tmp_path / half / f"{half}{number:03d}.txt").write_bytes(b"x" * number)
+            # Sizes from 1: an empty file is skipped, as 'stoq scan' skips it.
+            (tmp_path / half / f"{half}{number:03d}.txt").write_bytes(b"x" * (number + 1))
     task_ids = stoq("submit", str(tmp_path / "first"), "--url", server.url).out.split()
     garbled = db.xadd("stoq:tasks", {b"task_id": b"\xff\xfe", b"payload": b"x"})
     task_ids += stoq("submit", str(tmp_path / "second"), "--url", server.url).out.split()
@@ -424,7 +425,8 @@ def test_submit_of_a_missing_file_is_a_one_line_error_and_sends_nothing(
 ) -> None:
     done = stoq("submit", str(samples / "a.txt"), "nope.txt", "--url", server.url)
 
-    assert one_line_error(done).startswith("stoq: error: nope.txt: no such file or directory")
+    # In the words of 'stoq scan nope.txt': both take files by one rule.
+    assert one_line_error(done) == "stoq: error: nope.txt: No such file or directory\n"
     assert db.exists("stoq:tasks") == 0
 
 
@@ -507,3 +509,47 @@ def test_stoq_help_lists_the_commands_as_the_plugins(stoq: Stoq) -> None:
     listed = done.out.split("Plugin commands:")[1].split()
     assert listed[listed.index("submit") + 2] == "stoq-plugin-redis"
     assert listed[listed.index("results") + 2] == "stoq-plugin-redis"
+
+
+# -- the files submitted are the files 'stoq scan' scans ---------------------------------------
+
+
+def test_submit_skips_empty_files_under_a_directory_as_scan_does(
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+) -> None:
+    empty = samples / "deeper" / "empty.txt"
+    empty.touch()
+
+    submitted = stoq("submit", str(samples), "--url", server.url)
+    scanned = stoq("scan", str(samples))
+
+    assert submitted.code == 0, submitted.err
+    note = f"stoq: skipping {empty}: empty (--allow-empty scans it)"
+    assert note in submitted.err.splitlines()
+    assert note in scanned.err.splitlines()
+    assert len(submitted.out.split()) == len(scanned.lines()) == 3
+    assert db.xlen("stoq:tasks") == 3
+
+
+def test_submit_allow_empty_submits_empty_files(
+    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+) -> None:
+    (samples / "empty.txt").touch()
+
+    done = stoq("submit", str(samples), "--allow-empty", "--url", server.url)
+
+    assert done.code == 0, done.err
+    assert "skipping" not in done.err
+    assert db.xlen("stoq:tasks") == 4
+
+
+def test_submit_of_a_named_empty_file_is_refused_as_by_scan(
+    stoq: Stoq, server: RedisServer, db: redis.Redis, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.bin"
+    empty.touch()
+
+    err = one_line_error(stoq("submit", str(empty), "--url", server.url))
+
+    assert err == f"stoq: error: {empty} is empty (use --allow-empty to scan it anyway)\n"
+    assert db.exists("stoq:tasks") == 0

@@ -45,8 +45,12 @@ def test_the_package_is_typed() -> None:
             {"max_inflight": "0"},
             "option max_inflight must be a whole number of at least 1, not '0'",
         ),
-        ({"claim_idle": "soon"}, "option claim_idle must be a number, not 'soon'"),
-        ({"delete_acked": "maybe"}, "option delete_acked must be true or false, not 'maybe'"),
+        ({"claim_idle": "soon"}, "option 'claim_idle' must be a number (float), not 'soon'"),
+        (
+            {"delete_acked": "maybe"},
+            "option 'delete_acked' must be true or false (bool), not 'maybe'",
+        ),
+        ({"strem": "x"}, "plugin 'redis' has no option 'strem'"),
         ({"url": "http://localhost"}, "must start with redis://, rediss:// or unix://"),
     ],
 )

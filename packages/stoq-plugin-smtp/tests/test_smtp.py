@@ -313,8 +313,15 @@ def test_8_bit_headers_are_read_as_utf_8(make_stoq: Callable[..., Stoq]) -> None
     ("options", "message"),
     [
         ({"body_limit": "-1"}, "option 'body_limit': -1 must be 0 (no bodies) or more"),
-        ({"body_limit": "lots"}, "invalid literal for int()"),
-        ({"extract_body": "perhaps"}, "Not a boolean: perhaps"),
+        (
+            {"body_limit": "lots"},
+            "plugin 'smtp': option 'body_limit' must be a whole number (int), not 'lots'",
+        ),
+        (
+            {"extract_body": "perhaps"},
+            "option 'extract_body' must be true or false (bool), not 'perhaps'",
+        ),
+        ({"body_limt": "5"}, "plugin 'smtp' has no option 'body_limt'"),
     ],
 )
 def test_a_bad_option_stops_the_plugin_from_loading(

@@ -129,7 +129,7 @@ def test_a_file_that_looks_compiled_but_is_not_is_an_error(
 @pytest.mark.parametrize(
     ("externals", "complaint"),
     [
-        ("{not json", "it is not JSON"),
+        ("{not json", "must be a JSON object (dict), not '{not json'"),
         ("[1, 2]", "must be a JSON object"),
         ('{"nested": {"a": 1}}', "'nested' must be a string, number or boolean"),
     ],
@@ -147,12 +147,13 @@ def test_bad_externals_are_a_one_line_error(
 
 def test_a_non_number_strings_limit_is_an_error(make_stoq: Callable[..., Stoq]) -> None:
     with pytest.raises(
-        StoqPluginException, match="strings_limit must be a whole number, not 'lots'"
+        StoqPluginException,
+        match=r"option 'strings_limit' must be a whole number \(int\), not 'lots'",
     ):
         make_stoq({"strings_limit": "lots"}, always_dispatch=["yara"])
 
 
 def test_a_non_number_timeout_is_an_error(make_stoq: Callable[..., Stoq]) -> None:
-    # stoQ's core reads the same option first, so the message may be the core's or ours.
+    # stoQ's core reads the same option first (it bounds the import), so the message is its own.
     with pytest.raises(StoqPluginException, match=r"timeout must be a number of seconds.*'long'"):
         make_stoq({"timeout": "long"}, always_dispatch=["yara"])

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from stoq_core import (
     Error,
     ExtractedPayload,
+    Option,
     Payload,
     PayloadMeta,
     Request,
@@ -70,6 +71,29 @@ def _passwords(config: StoqConfigParser) -> tuple[str, ...]:
 
 class DecompressPlugin(WorkerPlugin):
     """Extracts archive members as payloads (see the README for the options and the results)."""
+
+    options = (
+        Option(
+            "passwords",
+            list,
+            None,
+            "passwords tried in order on encrypted members: a, b or a JSON list",
+        ),
+        Option("maximum_size", int, _DEFAULTS.maximum_size, "bytes one member may inflate to"),
+        Option(
+            "maximum_total",
+            int,
+            _DEFAULTS.maximum_total,
+            "bytes all the members of one archive may inflate to",
+        ),
+        Option("maximum_count", int, _DEFAULTS.maximum_count, "entries read from one archive"),
+        Option(
+            "maximum_ratio",
+            float,
+            _DEFAULTS.maximum_ratio,
+            "bytes inflated divided by the archive's size (judged past 1 MiB)",
+        ),
+    )
 
     def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
         super().__init__(config)

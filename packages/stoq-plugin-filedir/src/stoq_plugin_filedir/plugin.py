@@ -34,6 +34,7 @@ from watchdog.observers.polling import PollingObserver
 from stoq_core import (
     ArchiverResponse,
     Error,
+    Option,
     Payload,
     PayloadMeta,
     Request,
@@ -97,6 +98,29 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
       written. ``false`` keeps writes atomic (never half a file) but a power loss may lose the
       latest ones; it is several times faster where each fsync costs a millisecond.
     """
+
+    options = (
+        Option("source_dir", str, None, "provider: the directory whose files are scanned"),
+        Option("recursive", bool, False, "provider: also read the subdirectories"),
+        Option("follow_symlinks", bool, False, "provider: follow symbolic links"),
+        Option("watch", bool, False, "provider: keep running, queueing files as they arrive"),
+        Option("watch_limit", int, 0, "provider: stop after this many files (0: no limit)"),
+        Option("watch_settle", float, 1.0, "provider: seconds a new file must stay unchanged"),
+        Option("watch_polling", bool, False, "provider: poll instead of file system events"),
+        Option(
+            "max_payload_size",
+            int,
+            _MAX_PAYLOAD_SIZE,
+            "bytes one file may have; a larger one is an error, not read",
+        ),
+        Option("results_dir", str, "results", "connector: where responses are written"),
+        Option("date_mode", bool, False, "connector: file responses under date_format folders"),
+        Option("date_format", str, "%Y/%m/%d", "connector: strftime folders for date_mode"),
+        Option("compactly", bool, True, "connector: one-line JSON rather than indented"),
+        Option("archive_dir", str, "archive", "archiver: where payloads are kept"),
+        Option("use_sha", bool, True, "archiver: name payloads by sha1 (else by payload id)"),
+        Option("fsync", bool, True, "flush each written file to disk before it counts"),
+    )
 
     def __init__(self, config: StoqConfigParser) -> None:
         super().__init__(config)

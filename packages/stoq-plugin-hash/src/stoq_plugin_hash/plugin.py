@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from stoq_core import (
+    Option,
     Payload,
     Request,
     StoqConfigParser,
@@ -68,6 +69,15 @@ class HashPlugin(WorkerPlugin):
     Option ``algorithms``: hashlib names, in the order the results list them (default
     ``sha256, md5, sha1``). An unknown name stops the plugin from loading, naming it.
     """
+
+    options = (
+        Option(
+            "algorithms",
+            list,
+            list(DEFAULT_ALGORITHMS),
+            "hashlib algorithms, in the order the results list them",
+        ),
+    )
 
     def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
         super().__init__(config)

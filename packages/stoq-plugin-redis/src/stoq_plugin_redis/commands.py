@@ -16,12 +16,21 @@ import asyncio
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 import attrs
 import click
 
-from stoq_cli.commands import EXIT_FAILED, EXIT_OK, CliError, config_section, note, write_result
+from stoq_cli.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CliError,
+    config_section,
+    input_files,
+    note,
+    write_result,
+)
 from stoq_core import StoqException
 from stoq_plugin_redis import client
 from stoq_plugin_redis._connection import PASSWORD_VARIABLES
@@ -84,8 +93,11 @@ Redis
 
 @click.command(
     epilog=f"""\
-Each FILE is one task; a DIRECTORY is walked recursively (symbolic links are
-not followed) and each regular file under it is a task. Payloads up to 1 MiB
+Each FILE is one task; a DIRECTORY is walked as 'stoq scan' walks one
+(symlinked directories are not followed) and each file under it is a task,
+empty files and FIFOs skipped with a note (--allow-empty submits empty
+files). An empty FILE named on the command line is refused unless
+--allow-empty, as by 'stoq scan'. Payloads up to 1 MiB
 travel in the task message; larger ones are stored in Redis first. Workers
 ('stoq run -P redis -C redis ...', on any machine) scan them.
 
@@ -98,9 +110,10 @@ Output
 
 \b
 Exit status
-  0 submitted (with --wait: every result saved without errors); 1 with --wait,
-  a result holds errors, a task was dead-lettered or --timeout passed; 2 bad
-  input (a missing file, a bad url, Redis unreachable).
+  0 submitted (with --wait: every result saved without errors); 1 an entry
+  under a DIRECTORY could not be read (the rest are submitted), or with
+  --wait, a result holds errors, a task was dead-lettered or --timeout passed;
+  2 bad input (a missing file, a bad url, Redis unreachable).
 
 {_REDIS_NOTE}
 \b
@@ -122,12 +135,14 @@ Examples
     metavar="SECONDS",
     help="With --wait: give up after SECONDS (exit 1) [default: wait as long as it takes].",
 )
+@click.option("--allow-empty", is_flag=True, help="Submit empty files instead of skipping them.")
 def submit(
     paths: tuple[str, ...],
     stream: Optional[str],
     url: Optional[str],
     wait: bool,
     timeout: Optional[float],
+    allow_empty: bool,
 ) -> int:
     """Queue files in Redis for 'stoq run -P redis' workers to scan."""
     if timeout is not None and not wait:
@@ -137,7 +152,14 @@ def submit(
             f"{timeout!r} is not a finite number of seconds", param_hint="'--timeout'"
         )
     target = RedisTarget.resolve(url=url, stream=stream)
-    return _one_line_errors(_submit(paths, target, wait, timeout))
+    # The files 'stoq scan' would scan: the same rule, from the command line's public API.
+    files, unreadable = input_files(paths, allow_empty)
+    if not files:
+        if unreadable:
+            return EXIT_FAILED
+        raise CliError(f"nothing to submit: no file to scan under {', '.join(paths)}")
+    code = _one_line_errors(_submit(files, target, wait, timeout))
+    return max(code, EXIT_FAILED if unreadable else EXIT_OK)
 
 
 @click.command(
@@ -185,13 +207,11 @@ def _one_line_errors(work: Any) -> int:
 
 
 async def _submit(
-    paths: Sequence[str], target: RedisTarget, wait: bool, timeout: Optional[float]
+    files: Sequence[Path], target: RedisTarget, wait: bool, timeout: Optional[float]
 ) -> int:
     task_ids = await client.submit(
-        list(paths), **target.kwargs("url", "password", "stream", "key_prefix")
+        list(files), **target.kwargs("url", "password", "stream", "key_prefix")
     )
-    if not task_ids:
-        raise CliError(f"nothing to submit: no regular file under {', '.join(paths)}")
     note(f"submitted {len(task_ids)} task(s) to {target.stream or DEFAULT_STREAM}")
     if not wait:
         sys.stdout.write("".join(f"{task_id}\n" for task_id in task_ids))

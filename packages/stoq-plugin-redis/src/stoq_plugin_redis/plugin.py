@@ -29,6 +29,7 @@ import redis.exceptions
 from stoq_core import (
     ArchiverResponse,
     Error,
+    Option,
     Payload,
     QueueItem,
     Request,
@@ -98,6 +99,47 @@ class RedisPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
     - ``key_prefix`` (``stoq``): of ``<prefix>:payload:<sha256>`` and ``<prefix>:result:<task>``;
     - ``ttl`` (0 s: keep): lifetime of payloads the archiver stores.
     """
+
+    options = (
+        Option("url", str, DEFAULT_URL, "redis://, rediss:// or unix:// URL of the server"),
+        Option(
+            "password",
+            str,
+            None,
+            "else the URL's, else $STOQ_REDIS_PASSWORD, else $REDIS_PASSWORD",
+        ),
+        Option("stream", str, DEFAULT_STREAM, "the stream tasks are read from"),
+        Option("group", str, DEFAULT_GROUP, "the consumer group the workers share"),
+        Option("consumer", str, None, "this worker's name in the group (host:pid if unset)"),
+        Option(
+            "dead_letter_stream",
+            str,
+            None,
+            "where undeliverable tasks go (<stream>:dead if unset)",
+        ),
+        Option("results_stream", str, DEFAULT_RESULTS_STREAM, "the stream results go to"),
+        Option("key_prefix", str, DEFAULT_KEY_PREFIX, "prefix of payload and result keys"),
+        Option("max_inflight", int, 64, "messages held unacknowledged at once by this worker"),
+        Option("max_deliveries", int, 3, "deliveries before a message is dead-lettered"),
+        Option("claim_idle", float, 60.0, "seconds pending on a consumer before a takeover"),
+        Option(
+            "processing_timeout",
+            float,
+            900.0,
+            "seconds a held message may stay unsettled before it is left for redelivery",
+        ),
+        Option("stop_when_idle", float, 0.0, "return after this many idle seconds (0: never)"),
+        Option("delete_acked", bool, True, "delete a message from stream once acknowledged"),
+        Option(
+            "max_payload_size",
+            int,
+            256 << 20,
+            "bytes a task's payload may have; a larger one is dead-lettered unscanned",
+        ),
+        Option("result_ttl", int, 0, "seconds a result is kept (0: keep)"),
+        Option("results_maxlen", int, 0, "entries results_stream keeps (0: unbounded)"),
+        Option("ttl", int, 0, "seconds a stored payload is kept (0: keep)"),
+    )
 
     def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
         super().__init__(config)

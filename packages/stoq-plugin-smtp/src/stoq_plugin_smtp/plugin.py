@@ -23,6 +23,7 @@ from typing import Any, Optional
 from stoq_core import (
     Error,
     ExtractedPayload,
+    Option,
     Payload,
     PayloadMeta,
     Request,
@@ -199,6 +200,16 @@ def _summary(message: Message) -> dict[str, Any]:
 
 class SmtpPlugin(WorkerPlugin):
     """Parses e-mail messages (see the README for the options and the results)."""
+
+    options = (
+        Option(
+            "body_limit",
+            int,
+            DEFAULT_BODY_LIMIT,
+            "characters of each body kept in the results; 0 leaves the bodies out",
+        ),
+        Option("extract_body", bool, False, "also extract each body as a payload"),
+    )
 
     def __init__(self, config: StoqConfigParser, *args: Any, **kwargs: Any) -> None:
         super().__init__(config)

@@ -23,6 +23,7 @@ import yara  # type: ignore[import-not-found,import-untyped,unused-ignore]
 from stoq_core import (
     DispatcherResponse,
     Error,
+    Option,
     Payload,
     Request,
     StoqConfigParser,
@@ -69,6 +70,31 @@ class YaraPlugin(WorkerPlugin, DispatcherPlugin):
       core reads the same option as its limit on each call of this plugin.
     - ``externals``: a JSON object of external variables, e.g. ``{"filename": "a.exe"}``.
     """
+
+    options = (
+        Option(
+            "worker_rules",
+            str,
+            DEFAULT_WORKER_RULES,
+            "the worker's rules: a rule file, a directory of them or compiled rules; "
+            "empty disables the worker",
+        ),
+        Option(
+            "dispatch_rules",
+            str,
+            DEFAULT_DISPATCH_RULES,
+            "the dispatcher's rules, as worker_rules; empty disables the dispatcher",
+        ),
+        Option("strings_limit", int, 100, "matched strings kept per rule in the results"),
+        Option(
+            "timeout",
+            float,
+            None,
+            "seconds yara may spend on one payload (60 if unset; 0: no limit); also the "
+            "core's limit on each call",
+        ),
+        Option("externals", dict, None, 'external variables, as JSON: {"filename": "a.exe"}'),
+    )
 
     def __init__(self, config: StoqConfigParser) -> None:
         super().__init__(config)

@@ -6,8 +6,10 @@ Options (``--plugin-opts hostile:mode=system_exit hostile:hooks=scan``):
   the payload's content names (``b"segfault"``, ``b"pid"``...), so one plugin can crash on one
   payload and behave on the next.
 - ``hooks``: the hooks that misbehave (comma separated; default all); the others behave.
-- ``init``: what ``__init__`` does: ``ok``, ``hang`` (sleeps ``seconds``), ``system_exit``,
+- ``init``: what ``__init__`` does: ``ok``, ``hang`` (sleeps ``seconds``),
+  ``swallow_interrupt`` (sleeps ``seconds``, catching every KeyboardInterrupt), ``system_exit``,
   ``keyboard_interrupt``, ``raise``, ``huge_error`` (a ``size``-character message).
+- ``marker``: a file ``__init__`` creates as it begins.
 - ``seconds``, ``size``, ``count``, ``n``: the numbers some modes use.
 - ``dispatch``: the workers the dispatcher picks when it behaves.
 - ``payloads``: how many payloads the provider queues when it behaves (default 1).
@@ -62,8 +64,19 @@ class Hostile:
         self.dispatch = config.getlist("options", "dispatch", fallback=[])
         self.payloads = config.getint("options", "payloads", fallback=1)
         init = config.get("options", "init", fallback="ok")
+        marker = config.get("options", "marker", fallback="")
+        if marker:  # says that __init__ has begun, for a test to signal it then
+            with open(marker, "w"):
+                pass
         if init == "hang":
             time.sleep(self.seconds)
+        elif init == "swallow_interrupt":
+            ends = time.monotonic() + self.seconds
+            while time.monotonic() < ends:
+                try:
+                    time.sleep(0.05)
+                except KeyboardInterrupt:
+                    pass
         elif init == "system_exit":
             raise SystemExit(6)
         elif init == "keyboard_interrupt":

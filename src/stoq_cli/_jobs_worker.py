@@ -1,0 +1,247 @@
+"""One worker process of ``--jobs N``: builds the engine as the parent did, then scans what the
+parent sends until the parent closes the task pipe.
+
+The parent starts it through multiprocessing's fork server (``spawn`` where there is none): it
+never inherits the parent's event loop, threads or locks. It starts with SIGINT and SIGTERM
+blocked, so a Ctrl-C at the terminal during its start-up leaves no traceback. Once running, it
+ignores SIGINT through a Python handler (the parent decides what a Ctrl-C means: ``stoq scan``
+kills its workers, ``stoq run`` lets them finish what is in flight); plugins' own child
+processes, which do not inherit a handler, still get the terminal's Ctrl-C.
+
+What it says back goes through a plain pipe, one line per message, so the parent reads many per
+system call and writes a response to stdout without parsing it::
+
+    INDEX <TAB> TAG <TAB> TEXT <LF>
+
+``TEXT`` is compact JSON (never a raw newline). Tags: ``ready`` (index -1, the engine is built),
+``failed`` (index -1, it could not be built: TEXT is the message), ``skip`` (``stoq scan``: the
+file could not be read; TEXT is why), ``raised`` (``stoq run``: the scan raised; TEXT says
+what), ``r`` followed by flag letters (a response; TEXT is its JSON). The flags: ``e`` the
+response holds errors, ``s`` a payload was scanned, ``w`` a worker ran, ``p`` print it (no
+connector took it), and for ``stoq run`` ``u<N>``: its last N errors are connectors that failed
+to save it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from stoq_cli._home import EngineOptions
+    from stoq_core import Request, Stoq
+
+__all__ = ["SCAN", "RUN", "SIGNALS", "request_data", "worker_main"]
+
+SCAN = "scan"  #: tasks are batches of files (``stoq scan``)
+RUN = "run"  #: tasks are requests the parent's providers queued (``stoq run``)
+
+#: Blocked in the parent while a worker is started; the worker unblocks them once it handles them.
+SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A Python-level "ignore": unlike SIG_IGN, a plugin's child process does not inherit it."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        # A signal handler that runs during a large write can cut it short: write the rest.
+        view = view[os.write(fd, view) :]
+
+
+def _line(index: int, tag: str, text: str) -> bytes:
+    return f"{index}\t{tag}\t{text}\n".encode("utf-8", "surrogateescape")
+
+
+def worker_main(
+    options: EngineOptions, mode: str, tasks: Connection, results: Connection, slots: Any, slot: int
+) -> None:
+    """The target of each worker process.
+
+    :param mode: ``SCAN`` or ``RUN``.
+    :param tasks: where the parent's tasks arrive (pickled); closed by the parent at the end.
+    :param results: the write end of this worker's result pipe (lines, see the module).
+    :param slots: shared integers, one per worker: ``slots[slot]`` holds the index of the file
+        being scanned (-1 between files), so the parent knows which file a dead worker held.
+    """
+    signal.signal(signal.SIGINT, _ignore)
+    if mode == RUN:
+        signal.signal(signal.SIGTERM, _ignore)  # the parent drains on SIGTERM, as ``stoq run`` does
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    out = results.fileno()
+    code = 0
+    try:
+        stoq = _build(options, mode, out)
+        if stoq is not None:
+            _write_all(out, _line(-1, "ready", ""))
+            if mode == SCAN:
+                _serve_files(stoq, options, tasks, out, slots, slot)
+            else:
+                asyncio.run(_serve_requests(stoq, options, tasks, out))
+    except BrokenPipeError:
+        code = 1  # the parent has gone: nothing is left to report to
+    except BaseException as exc:  # a bug here: the parent reports the exit, this says why
+        print(f"stoq: worker process {os.getpid()} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        code = 1
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        # Skip the interpreter's shutdown: it would wait for any non-daemon thread a plugin left.
+        os._exit(code)
+
+
+def _build(options: EngineOptions, mode: str, out: int) -> Optional[Stoq]:
+    """The engine for ``options``, or None after telling the parent why it could not be built."""
+    import dataclasses
+
+    from stoq_cli._home import StoqHome, build_stoq
+    from stoq_core.helpers import dumps
+
+    # Metrics are served by the parent alone: N workers cannot share its port.
+    options = dataclasses.replace(options, metrics_port=0)
+    if mode == RUN:
+        # Providers and source archivers run in the parent only: here each would ingest again.
+        options = dataclasses.replace(options, providers=[], source_archivers=[])
+    try:
+        return build_stoq(StoqHome.from_environment(), options)
+    except Exception as exc:  # the parent reports it, once, as it reports its own failures
+        _write_all(out, _line(-1, "failed", dumps(f"{type(exc).__name__}: {exc}", indent=None)))
+        return None
+
+
+def _serve_files(
+    stoq: Stoq, options: EngineOptions, tasks: Connection, out: int, slots: Any, slot: int
+) -> None:
+    """``stoq scan``: scan each batch of files in turn, one response line per file."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                batch = tasks.recv()
+            except EOFError:  # the parent is done, or gone
+                return
+            loop.run_until_complete(_scan_files(stoq, options, batch, out, slots, slot))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _scan_files(
+    stoq: Stoq,
+    options: EngineOptions,
+    batch: list[tuple[int, str, bool]],
+    out: int,
+    slots: Any,
+    slot: int,
+) -> None:
+    from pathlib import Path
+
+    from stoq_cli._inputs import Input
+    from stoq_cli._output import connector_failed
+    from stoq_cli._scan import scan_one
+    from stoq_core.helpers import dumps
+
+    connectors = options.connectors or ()
+    for index, path, walked in batch:
+        slots[slot] = index
+        item = Input(Path(path), walked=walked)
+        try:
+            response = await scan_one(stoq, item, options)
+        except OSError as exc:
+            reason = f"skipping {item.label}: {exc.strerror or exc}"
+            _write_all(out, _line(index, "skip", dumps(reason, indent=None)))
+        else:
+            flags = "r"
+            if response.errors:
+                flags += "e"
+            if response.results:
+                flags += "s"
+                if any(result.plugins_run.get("workers") for result in response.results):
+                    flags += "w"
+            if not connectors or connector_failed(response, connectors):
+                flags += "p"
+            _write_all(out, _line(index, flags, dumps(response.to_dict(), indent=None)))
+        slots[slot] = -1
+
+
+async def _serve_requests(stoq: Stoq, options: EngineOptions, tasks: Connection, out: int) -> None:
+    """``stoq run``: scan each request as it arrives, as many at once as the parent sends."""
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+    running: set[asyncio.Task[None]] = set()
+
+    def readable() -> None:
+        try:
+            index, data = tasks.recv()
+        except EOFError:  # the parent is done, or gone: finish what is in flight
+            loop.remove_reader(tasks.fileno())
+            finished.set()
+            return
+        task = loop.create_task(_scan_request(stoq, options, index, data, out))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    loop.add_reader(tasks.fileno(), readable)
+    await finished.wait()
+    while running:
+        await asyncio.gather(*running)
+
+
+async def _scan_request(
+    stoq: Stoq, options: EngineOptions, index: int, data: dict[str, Any], out: int
+) -> None:
+    from stoq_core.helpers import dumps
+
+    try:
+        # The engine's own step, connectors included: its second value is the connectors that
+        # failed to save, which the parent's provider loop needs (``QueueItem.on_done``).
+        response, unsaved = await stoq._scan_and_save(_request_from(data), options.start_dispatch)
+    except Exception as exc:
+        _write_all(out, _line(index, "raised", dumps(f"{type(exc).__name__}: {exc}", indent=None)))
+        return
+    text = dumps(response.to_dict(), indent=None)
+    _write_all(out, _line(index, f"ru{len(unsaved)}", text))
+
+
+def request_data(request: Request) -> dict[str, Any]:
+    """``request`` as plain values to send to a worker (``_request_from`` rebuilds it there)."""
+    return {
+        "payloads": [
+            (
+                bytes(payload.content),  # an mmap or memoryview cannot be pickled
+                payload.results.payload_meta.to_dict(),
+                payload.results.payload_id,
+                payload.results.extracted_by,
+                payload.results.extracted_from,
+            )
+            for payload in request.payloads
+        ],
+        "request_meta": request.request_meta.to_dict(),
+        "errors": [
+            error.to_dict() if hasattr(error, "to_dict") else error for error in request.errors
+        ],
+    }
+
+
+def _request_from(data: dict[str, Any]) -> Request:
+    from stoq_core import Error, Payload, PayloadMeta, Request, RequestMeta
+
+    payloads = [
+        Payload(content, PayloadMeta(**meta), extracted_by, extracted_from, payload_id)
+        for content, meta, payload_id, extracted_by, extracted_from in data["payloads"]
+    ]
+    errors = [Error(**error) if isinstance(error, dict) else error for error in data["errors"]]
+    return Request(payloads, RequestMeta(**data["request_meta"]), errors)

@@ -1,0 +1,34 @@
+"""Fake workers for the ``--jobs`` tests, published as entry points of a test distribution."""
+
+from __future__ import annotations
+
+import os
+
+from stoq_core import Payload, Request, StoqConfigParser, WorkerResponse, hookimpl
+
+
+class Pid:
+    """A worker that reports which process scanned the payload, and the payload's text."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        pass
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        text = bytes(payload.content).decode("utf-8", "replace")
+        return WorkerResponse({"pid": os.getpid(), "text": text})
+
+
+class ExitOn:
+    """A worker whose process exits at once (``os._exit(3)``, as a crash would) on the payload
+    whose file name or text is its ``on`` option; every other payload gets ``{"ok": true}``."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.on = config.get("options", "on")
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        name = payload.results.payload_meta.extra_data.get("filename")
+        if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
+            os._exit(3)
+        return WorkerResponse({"ok": True})

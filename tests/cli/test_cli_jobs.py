@@ -1,0 +1,307 @@
+"""``--jobs N``: ``stoq scan`` and ``stoq run`` share the scans out to N worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import StoqRunner
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+
+JOBS_PLUGINS = {"cli_jobs_pid": "cli_jobs_fakes:Pid", "cli_jobs_exit": "cli_jobs_fakes:ExitOn"}
+
+
+@pytest.fixture
+def stoq(stoq: StoqRunner, install_plugins: Callable[..., Path]) -> StoqRunner:
+    """The CLI runner, with this module's fake workers installed too."""
+    site = install_plugins(JOBS_PLUGINS, dist="stoq-plugin-clijobs")
+    stoq.env["PYTHONPATH"] = os.pathsep.join([str(site), stoq.env["PYTHONPATH"]])
+    return stoq
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """A directory of 40 small files, ``f00.bin`` ... ``f39.bin``, each holding its own name."""
+    directory = tmp_path / "samples"
+    directory.mkdir()
+    for index in range(40):
+        (directory / f"f{index:02d}.bin").write_text(f"f{index:02d}.bin")
+    return directory
+
+
+def _start(stoq: StoqRunner, *args: str) -> subprocess.Popen[bytes]:
+    """``stoq ARGS`` in the background, in a process group of its own (as a shell runs it)."""
+    return subprocess.Popen(
+        stoq.command(*args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=stoq.env,
+        cwd=stoq.cwd,
+        start_new_session=True,
+    )
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _group(pgid: int) -> list[str]:
+    """The live (not zombie) processes of process group ``pgid``: pid and command line."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(f"{stat.parent.name}: {command}")
+    return found
+
+
+def _no_process_left(pgid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while _group(pgid):
+        assert time.monotonic() < deadline, f"left running: {_group(pgid)}"
+        time.sleep(0.05)
+
+
+def _comparable(response: dict[str, Any]) -> str:
+    """A response without what differs from one scan to the next (ids, time, pids)."""
+    response = dict(response)
+    del response["scan_id"], response["time"]
+    results = []
+    for result in response["results"]:
+        result = dict(result, payload_id=None)
+        result["workers"] = {
+            name: {key: value for key, value in found.items() if key != "pid"}
+            for name, found in result["workers"].items()
+        }
+        results.append(result)
+    response["results"] = results
+    return json.dumps(response, sort_keys=True)
+
+
+# -- stoq scan -------------------------------------------------------------------------------
+
+
+def test_scan_with_jobs_gives_the_responses_of_one_process(stoq: StoqRunner, samples: Path) -> None:
+    one = stoq("scan", str(samples), "-a", "cli_jobs_pid,cli_echo")
+    two = stoq("scan", str(samples), "-a", "cli_jobs_pid,cli_echo", "--jobs", "2")
+
+    assert (one.code, two.code) == (0, 0), two.err
+    assert len(two.lines()) == 40
+    assert sorted(map(_comparable, two.lines())) == sorted(map(_comparable, one.lines()))
+
+
+def test_scan_with_jobs_scans_each_file_once_in_worker_processes(
+    stoq: StoqRunner, samples: Path
+) -> None:
+    process = _start(stoq, "scan", str(samples), "-a", "cli_jobs_pid", "--jobs", "2")
+    out, err = process.communicate(timeout=120)
+
+    assert process.returncode == 0, err.decode()
+    found = [json.loads(line)["results"][0]["workers"]["cli_jobs_pid"] for line in out.splitlines()]
+    assert sorted(item["text"] for item in found) == [f"f{i:02d}.bin" for i in range(40)]
+    pids = {item["pid"] for item in found}
+    assert len(pids) == 2 and process.pid not in pids
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "summary"])
+def test_scan_with_jobs_prints_every_format(stoq: StoqRunner, samples: Path, fmt: str) -> None:
+    done = stoq("scan", str(samples), "-a", "cli_echo", "--jobs", "2", "--format", fmt)
+
+    assert done.code == 0, done.err
+    lines = done.out.splitlines()
+    if fmt == "jsonl":
+        assert sorted(json.loads(line)["results"][0]["payload_meta"]["extra_data"]["filename"]
+                      for line in lines) == [f"f{i:02d}.bin" for i in range(40)]  # fmt: skip
+    else:
+        assert len(lines) == 41 and lines[-1].startswith("scanned 40 files, 40 payloads, no errors")
+
+
+def test_a_failing_plugins_error_comes_back_from_the_worker_and_exits_1(
+    stoq: StoqRunner, samples: Path
+) -> None:
+    process = _start(stoq, "scan", str(samples), "-a", "cli_fail,cli_jobs_pid", "--jobs", "2")
+    out, err = process.communicate(timeout=120)
+
+    assert process.returncode == 1, err.decode()
+    responses = [json.loads(line) for line in out.splitlines()]
+    assert len(responses) == 40
+    for response in responses:
+        [error] = response["errors"]
+        assert error["plugin_name"] == "cli_fail"
+        assert error["error"].endswith("RuntimeError: the fake worker always fails")
+        assert response["results"][0]["workers"]["cli_jobs_pid"]["pid"] != process.pid
+
+
+def test_a_worker_that_dies_is_reported_and_the_other_files_are_scanned(
+    stoq: StoqRunner, samples: Path
+) -> None:
+    done = stoq(
+        "scan", str(samples), "-a", "cli_jobs_exit", "--jobs", "2",
+        "--plugin-opts", "cli_jobs_exit:on=f07.bin",
+    )  # fmt: skip
+
+    assert done.code == 1
+    responses = done.lines()
+    assert len(responses) == 40  # each file once: none lost, none twice
+    lost = [r for r in responses if not r["results"]]
+    assert len(lost) == 1
+    [error] = lost[0]["errors"]
+    assert "f07.bin was not scanned" in error["error"]
+    assert "exited with code 3" in error["error"]
+    scanned = {r["results"][0]["payload_meta"]["extra_data"]["filename"] for r in responses[:-1]}
+    assert scanned | {"f07.bin"} == {f"f{i:02d}.bin" for i in range(40)}
+    assert all(
+        r["results"][0]["workers"] == {"cli_jobs_exit": {"ok": True}} for r in responses[:-1]
+    )
+    assert "exited with code 3 while scanning" in done.err and "f07.bin" in done.err
+    assert "Traceback" not in done.err
+
+
+def test_ctrl_c_stops_a_scan_with_jobs_and_leaves_no_process(
+    stoq: StoqRunner, samples: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "scanning"
+    process = _start(
+        stoq, "scan", str(samples), "-a", "cli_slow", "--jobs", "2",
+        "--plugin-opts", "cli_slow:seconds=30", f"cli_slow:marker={marker}",
+    )  # fmt: skip
+    try:
+        _wait_for(marker)
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert err.decode().strip().endswith("stoq: interrupted")
+    assert "Traceback" not in err.decode()
+    _no_process_left(process.pid)
+
+
+def test_jobs_refuses_stdin_among_other_inputs(stoq: StoqRunner, samples: Path) -> None:
+    done = stoq("scan", "-", str(samples), "--jobs", "2", stdin=b"data")
+
+    assert done.code == 2
+    assert done.err.startswith("stoq: error: --jobs shares files out to worker processes")
+
+
+def test_jobs_scans_a_single_input_in_this_process(stoq: StoqRunner) -> None:
+    done = stoq("scan", "-", "-a", "cli_echo", "--jobs", "2", stdin=b"data")
+
+    assert done.code == 0, done.err
+    assert done.json()["results"][0]["workers"]["cli_echo"]["size"] == 4
+
+
+@pytest.mark.parametrize("value", ["0", "auto"])
+def test_jobs_0_and_auto_mean_one_per_cpu(stoq: StoqRunner, samples: Path, value: str) -> None:
+    done = stoq("scan", str(samples), "-a", "cli_echo", "--jobs", value)
+
+    assert (done.code, len(done.lines())) == (0, 40), done.err
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_bad_jobs_value_is_one_line(stoq: StoqRunner, samples: Path, value: str) -> None:
+    done = stoq("scan", str(samples), "--jobs", value)
+
+    assert done.code == 2
+    assert done.err.startswith("stoq: error: Invalid value for '-j' / '--jobs'")
+    assert len(done.err.splitlines()) == 1
+
+
+# -- stoq run --------------------------------------------------------------------------------
+
+
+def test_run_with_jobs_scans_each_queued_payload_once_in_workers(stoq: StoqRunner) -> None:
+    process = _start(
+        stoq, "run", "-P", "cli_burst", "-a", "cli_jobs_pid", "--jobs", "2",
+        "--plugin-opts", "cli_burst:count=30",
+    )  # fmt: skip
+    out, err = process.communicate(timeout=120)
+
+    assert process.returncode == 0, err.decode()
+    found = [json.loads(line)["results"][0]["workers"]["cli_jobs_pid"] for line in out.splitlines()]
+    assert sorted(item["text"] for item in found) == sorted(f"payload {i}" for i in range(30))
+    assert process.pid not in {item["pid"] for item in found}
+
+
+def test_run_with_jobs_reports_a_dead_worker_and_goes_on(stoq: StoqRunner) -> None:
+    done = stoq(
+        "run", "-P", "cli_burst", "-a", "cli_jobs_exit", "--jobs", "2",
+        "--plugin-opts", "cli_burst:count=12", "cli_jobs_exit:on=payload 5",
+    )  # fmt: skip
+
+    assert done.code == 1
+    responses = done.lines()
+    assert len(responses) == 12
+    lost = [r for r in responses if not r["results"]]
+    # The dead worker may have held another request besides "payload 5": each is reported.
+    assert 1 <= len(lost) <= 2
+    assert all("exited with code 3" in r["errors"][-1]["error"] for r in lost)
+    assert sum(bool(r["results"]) for r in responses) == 12 - len(lost)
+
+
+def test_ctrl_c_drains_a_run_with_jobs_and_leaves_no_process(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    marker = tmp_path / "queued"
+    process = _start(
+        stoq, "run", "-P", "cli_endless", "-a", "cli_jobs_pid", "--jobs", "2",
+        "--plugin-opts", "cli_endless:count=4", f"cli_endless:marker={marker}",
+    )  # fmt: skip
+    try:
+        _wait_for(marker)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err.decode()
+    texts = sorted(json.loads(line)["results"][0]["workers"]["cli_jobs_pid"]["text"]
+                   for line in out.splitlines())  # fmt: skip
+    assert texts == [f"endless {i}" for i in range(4)]  # what was queued was scanned
+    assert "Traceback" not in err.decode()
+    _no_process_left(process.pid)
+
+
+def test_a_second_ctrl_c_kills_the_workers_of_a_run(stoq: StoqRunner, tmp_path: Path) -> None:
+    marker = tmp_path / "scanning"
+    process = _start(
+        stoq, "run", "-P", "cli_burst", "-a", "cli_slow", "--jobs", "2",
+        "--plugin-opts", "cli_slow:seconds=60", f"cli_slow:marker={marker}",
+    )  # fmt: skip
+    try:
+        _wait_for(marker)
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert "stoq: aborted" in err.decode()
+    assert "Traceback" not in err.decode()
+    _no_process_left(process.pid)
+
+
+def test_jobs_and_consumers_cannot_be_combined(stoq: StoqRunner) -> None:
+    done = stoq("run", "-P", "cli_burst", "--jobs", "2", "--consumers", "2")
+
+    assert done.code == 2
+    assert done.err.startswith("stoq: error: --consumers and --jobs cannot be combined")
