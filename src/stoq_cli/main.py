@@ -182,10 +182,17 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     ctx.exit(0)
 
 
-# Commands whose module is imported only when they run (or --help lists them): module:attribute.
+# Commands whose module is imported only when they run: module:attribute, and the short help
+# ``stoq --help`` shows for them without importing it (a test checks it against the command's).
 _LAZY_COMMANDS = {
-    "plugin": "stoq_cli._plugin_cmd:plugin_group",
-    "uninstall": "stoq_cli._uninstall:uninstall",
+    "plugin": (
+        "stoq_cli._plugin_cmd:plugin_group",
+        "Write and check plugins: 'new' scaffolds one, 'check' says why...",
+    ),
+    "uninstall": (
+        "stoq_cli._uninstall:uninstall",
+        "Uninstall plugin distributions (via pip) or v3 plugin folders.",
+    ),
 }
 
 
@@ -217,11 +224,11 @@ class StoqGroup(click.Group):
         return sorted(builtin | {name for name, _ in listed(builtin)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
-        target = _LAZY_COMMANDS.get(cmd_name)
-        if target is not None and cmd_name not in self.commands:
+        lazy = _LAZY_COMMANDS.get(cmd_name)
+        if lazy is not None and cmd_name not in self.commands:
             import importlib
 
-            module, attribute = target.split(":")
+            module, attribute = lazy[0].split(":")
             self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         command = super().get_command(ctx, cmd_name)
         if command is None:
@@ -238,6 +245,10 @@ class StoqGroup(click.Group):
         builtin = self._builtin_names(ctx)
         rows = []
         for name in sorted(builtin):
+            lazy = _LAZY_COMMANDS.get(name)
+            if lazy is not None and name not in self.commands:
+                rows.append((name, lazy[1]))  # not imported for a line of help
+                continue
             command = self.get_command(ctx, name)
             if command is not None and not command.hidden:
                 rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))

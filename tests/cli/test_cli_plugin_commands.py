@@ -215,3 +215,15 @@ def test_the_core_names_no_plugin_command() -> None:
         if "redis" in word.lower()
     ]
     assert mentions == []
+
+
+def test_the_help_kept_for_each_lazy_command_is_its_own() -> None:
+    # `stoq --help` shows it without importing the command's module (pathlib, dataclasses...).
+    import importlib
+
+    from stoq_cli import main
+
+    for name, (target, short_help) in main._LAZY_COMMANDS.items():
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert command.get_short_help_str(limit=len(short_help)) == short_help, name
