@@ -28,6 +28,7 @@ __all__ = [
     "jobs_option",
     "parse_plugin_opts",
     "parse_request_extra",
+    "plugin_dir_option",
     "split_names",
 ]
 
@@ -272,6 +273,18 @@ def _seconds(*decls: str, help: str) -> Callable[[F], F]:
     return click.option(*decls, type=Seconds(), metavar="SECONDS", help=help)
 
 
+def plugin_dir_option(help_text: str) -> Callable[[F], F]:
+    """``--plugin-dir DIR`` (repeatable, into ``plugin_dirs``), as every command spells it."""
+    return click.option(
+        "--plugin-dir",
+        "plugin_dirs",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        metavar="DIR",
+        help=help_text,
+    )
+
+
 def engine_options(providers: bool = False) -> Callable[[F], F]:
     """The engine options ``scan`` and ``run`` share (with ``-P`` for run only)."""
     options: list[Callable[[F], F]] = []
@@ -367,14 +380,9 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             help="Recorded in request_meta.extra_data; 'true'/'false' become booleans. "
             "Repeat for more.",
         ),
-        click.option(
-            "--plugin-dir",
-            "plugin_dirs",
-            multiple=True,
-            type=click.Path(exists=True, file_okay=False),
-            metavar="DIR",
-            help="A directory of v3 plugins (.stoq files), searched after $STOQ_HOME/plugins. "
-            "Repeat for more.",
+        plugin_dir_option(
+            "A directory of v3 plugins (.stoq files), searched after $STOQ_HOME/plugins. "
+            "Repeat for more."
         ),
         click.option(
             "--config-file",

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
-from stoq_cli._params import LOG_LEVELS, Invocation, parse_plugin_opts, remember_log_level
+from stoq_cli._params import (
+    LOG_LEVELS,
+    Invocation,
+    parse_plugin_opts,
+    plugin_dir_option,
+    remember_log_level,
+)
 
 if TYPE_CHECKING:
     from stoq_core import Option, PluginInfo, Stoq
@@ -154,14 +160,7 @@ def new(name: str, hooks: tuple[str, ...], directory: Path, description: str) ->
     metavar="NAME:OPTION=VALUE",
     help="A plugin option, as for 'stoq scan'. Repeat for more.",
 )
-@click.option(
-    "--plugin-dir",
-    "plugin_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Also look in this directory of v3 plugins. Repeat for more.",
-)
+@plugin_dir_option("Also look in this directory of v3 plugins. Repeat for more.")
 @click.option(
     "--config-file",
     type=click.Path(exists=True, dir_okay=False),
@@ -257,14 +256,7 @@ Examples
     short_help="Show a plugin's version, roles and options.",
 )
 @click.argument("name")
-@click.option(
-    "--plugin-dir",
-    "plugin_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Also look in this directory of v3 plugins. Repeat for more.",
-)
+@plugin_dir_option("Also look in this directory of v3 plugins. Repeat for more.")
 def info(name: str, plugin_dirs: tuple[str, ...]) -> int:
     """Show a plugin's version, description, roles and declared options."""
     from stoq_cli._home import EngineOptions, StoqHome, build_stoq

@@ -18,7 +18,13 @@ from typing import Any, NoReturn, Optional
 import click
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, OutputError
-from stoq_cli._params import Invocation, StoqCommand, engine_options, jobs_option
+from stoq_cli._params import (
+    Invocation,
+    StoqCommand,
+    engine_options,
+    jobs_option,
+    plugin_dir_option,
+)
 from stoq_cli._streams import flush_results, results_stream, silence_results, take_over
 
 __all__ = ["cli", "main"]
@@ -506,14 +512,7 @@ imports each plugin's module to validate its hooks, but constructs nothing.
 """,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plugins instead.")
-@click.option(
-    "--plugin-dir",
-    "plugin_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Also list the v3 plugins in DIR. Repeat for more.",
-)
+@plugin_dir_option("Also list the v3 plugins in DIR. Repeat for more.")
 def list_(as_json: bool, plugin_dirs: tuple[str, ...]) -> int:
     """List installed plugins: name, version, origin, hooks, description."""
     from stoq_cli._home import EngineOptions, StoqHome, build_stoq
