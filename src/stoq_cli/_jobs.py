@@ -8,12 +8,15 @@ coordinates.
   payload is ingested once whatever the provider; the engine's scan of each request
   (``PooledStoq._scan_and_save``: rounds, archivers, decorators, connectors) runs in a worker.
 
-Every worker builds its engine from the same parsed options, stoq.cfg and ``$STOQ_HOME``. They are
-started by multiprocessing's fork server (``spawn`` where there is none), never by ``fork`` from
-this process: that would copy a running event loop, the engine's threads and whatever lock one of
-them held into a child that can never release it. The fork server is a fresh interpreter with no
-thread or loop; it imports the engine once, so each worker forked from it starts in about the time
-its plugins take to load.
+Every worker builds its engine from the same parsed options, stoq.cfg and ``$STOQ_HOME``. A
+worker is forked from this process while that is safe: before any engine, loop or thread exists
+here (``stoq scan``, which starts its workers first), so it starts in milliseconds with the
+modules already imported. Otherwise (``stoq run``, whose pool starts in a running loop) it comes
+from multiprocessing's fork server (``spawn`` where there is none): a fork then would copy a
+running event loop, the engine's threads and whatever lock one of them held into a child that
+can never release it. The fork server is a fresh interpreter with no thread or loop; it imports
+the engine once, so each worker forked from it starts in about the time its plugins take to
+load.
 
 A worker that dies is reported: the file (``scan``) or the requests (``run``) it was scanning get
 a response holding an Error that says so, the rest of its work goes to the others, and a new
@@ -40,7 +43,7 @@ from stoq_core import Stoq
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-    from multiprocessing.context import ForkServerContext, SpawnContext
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
     from multiprocessing.process import BaseProcess
 
     from stoq_cli._home import EngineOptions
@@ -130,6 +133,9 @@ class _Pool:
             self.context = server
         else:
             self.context = multiprocessing.get_context("spawn")
+        self.fork: Optional[ForkContext] = None
+        if "fork" in multiprocessing.get_all_start_methods():
+            self.fork = multiprocessing.get_context("fork")
         self.slots = self.context.RawArray("q", [-1] * jobs)
         self.workers: list[Optional[_Worker]] = [None] * jobs
 
@@ -138,9 +144,25 @@ class _Pool:
         self.slots[slot] = -1
         tasks_out, tasks_in = self.context.Pipe(duplex=False)
         results_out, results_in = self.context.Pipe(duplex=False)
-        process = self.context.Process(
+        inherited: tuple[int, ...] = ()
+        # Forked from here while that is safe (see _safe_to_fork): it starts in milliseconds,
+        # where the fork server first starts an interpreter and imports the engine (about 0.2 s
+        # of a 1 s scan of 10,000 small files). A replacement may come later, once this process
+        # has threads (a progress bar's, a plugin's): then from the fork server.
+        context: ForkContext | ForkServerContext | SpawnContext = self.context
+        if self.fork is not None and _safe_to_fork():
+            context = self.fork
+            # A forked worker gets every descriptor this process holds: it must close the ends
+            # that are this process's, its own and the other workers', or a worker's death
+            # would never end its result pipe.
+            inherited = (
+                tasks_in.fileno(),
+                results_out.fileno(),
+                *(fd for w in self.live() for fd in (w.tasks.fileno(), w.results.fileno())),
+            )
+        process = context.Process(
             target=worker_main,
-            args=(self.options, self.mode, tasks_out, results_in, self.slots, slot),
+            args=(self.options, self.mode, tasks_out, results_in, self.slots, slot, inherited),
             name=f"stoq-job-{slot}",
         )
         # Blocked here, the signals stay blocked in the new interpreter until it handles them:
@@ -177,6 +199,14 @@ class _Pool:
         for worker in self.live():
             worker.end()
         self.workers = [None] * len(self.workers)
+
+
+def _safe_to_fork() -> bool:
+    """Whether this process can be forked safely: one thread (no lock another thread may hold
+    is copied into the child) and no event loop running (its state would be the child's)."""
+    import threading
+
+    return threading.active_count() == 1 and asyncio._get_running_loop() is None
 
 
 def _enlarge(fd: int) -> None:

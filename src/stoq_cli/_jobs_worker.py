@@ -62,7 +62,13 @@ def _line(index: int, tag: str, text: str) -> bytes:
 
 
 def worker_main(
-    options: EngineOptions, mode: str, tasks: Connection, results: Connection, slots: Any, slot: int
+    options: EngineOptions,
+    mode: str,
+    tasks: Connection,
+    results: Connection,
+    slots: Any,
+    slot: int,
+    inherited: tuple[int, ...] = (),
 ) -> None:
     """The target of each worker process.
 
@@ -71,7 +77,13 @@ def worker_main(
     :param results: the write end of this worker's result pipe (lines, see the module).
     :param slots: shared integers, one per worker: ``slots[slot]`` holds the index of the file
         being scanned (-1 between files), so the parent knows which file a dead worker held.
+    :param inherited: descriptors of the parent's a forked worker holds copies of: closed first.
     """
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     signal.signal(signal.SIGINT, _ignore)
     if mode == RUN:
         signal.signal(signal.SIGTERM, _ignore)  # the parent drains on SIGTERM, as ``stoq run`` does

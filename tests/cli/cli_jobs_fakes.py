@@ -8,7 +8,8 @@ from stoq_core import Payload, Request, StoqConfigParser, WorkerResponse, hookim
 
 
 class Pid:
-    """A worker that reports which process scanned the payload, and the payload's text."""
+    """A worker that reports which process scanned the payload (and its parent), and the
+    payload's text."""
 
     def __init__(self, config: StoqConfigParser) -> None:
         pass
@@ -16,7 +17,7 @@ class Pid:
     @hookimpl
     async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
         text = bytes(payload.content).decode("utf-8", "replace")
-        return WorkerResponse({"pid": os.getpid(), "text": text})
+        return WorkerResponse({"pid": os.getpid(), "ppid": os.getppid(), "text": text})
 
 
 class ExitOn:

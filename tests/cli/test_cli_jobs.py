@@ -86,7 +86,7 @@ def _comparable(response: dict[str, Any]) -> str:
     for result in response["results"]:
         result = dict(result, payload_id=None)
         result["workers"] = {
-            name: {key: value for key, value in found.items() if key != "pid"}
+            name: {key: value for key, value in found.items() if key not in ("pid", "ppid")}
             for name, found in result["workers"].items()
         }
         results.append(result)
@@ -117,6 +117,9 @@ def test_scan_with_jobs_scans_each_file_once_in_worker_processes(
     assert sorted(item["text"] for item in found) == [f"f{i:02d}.bin" for i in range(40)]
     pids = {item["pid"] for item in found}
     assert len(pids) == 2 and process.pid not in pids
+    # Forked from stoq itself, before it has an engine, a loop or a thread: no fork server to
+    # start and import the engine first.
+    assert {item["ppid"] for item in found} == {process.pid}
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "summary"])
