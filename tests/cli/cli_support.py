@@ -104,3 +104,54 @@ def write_legacy_plugin(parent: Path, name: str = "echo3", version: str = "3.0.1
         f"        return WorkerResponse({{'legacy': {version!r}}})\n"
     )
     return directory
+
+
+def run_on_terminal(
+    stoq: StoqRunner,
+    *args: str,
+    stream: str,
+    columns: int | None = None,
+    timeout: float = 60,
+) -> tuple[int, bytes, bytes]:
+    """Run ``stoq`` with ``stream`` (``"stdout"`` or ``"stderr"``) on a pseudo-terminal, the
+    other on a pipe; returns (exit code, what the terminal got, what the pipe got)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    leader, follower = pty.openpty()
+    env = {**stoq.env, "TERM": "xterm-256color"}
+    if columns is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+        env.pop("COLUMNS", None)
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: follower}
+    process = subprocess.Popen(
+        stoq.command(*args), stdin=subprocess.DEVNULL, env=env, cwd=stoq.cwd, **streams
+    )
+    os.close(follower)
+    terminal = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        # Drain the terminal while the process runs, or it blocks once the buffer fills.
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the process closed its end
+                    break
+                if not chunk:
+                    break
+                terminal += chunk
+            elif process.poll() is not None:
+                break
+        out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        process.kill()
+        os.close(leader)
+    piped = err if stream == "stdout" else out
+    return process.returncode, bytes(terminal), piped or b""

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pty
 import re
-import select
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from cli_support import StoqRunner
+from cli_support import StoqRunner, run_on_terminal
 
 RULES = 'rule stoq_test_rule { strings: $a = "stoq" condition: $a }\n'
 NO_WORKER = "stoq: no worker ran on any payload: choose workers with -s NAME"
@@ -35,34 +30,9 @@ def run_with_terminal_stdout(
     stoq: StoqRunner, *args: str, timeout: float = 60
 ) -> tuple[int, str, str]:
     """Run stoq with stdout on a pseudo-terminal; returns (code, terminal, stderr)."""
-    leader, follower = pty.openpty()
-    env = {**stoq.env, "TERM": "xterm-256color"}
-    process = subprocess.Popen(
-        stoq.command(*args), stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE,
-        env=env, cwd=stoq.cwd,
-    )  # fmt: skip
-    os.close(follower)
-    terminal = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # the process closed its end
-                    break
-                if not chunk:
-                    break
-                terminal += chunk
-            elif process.poll() is not None:
-                break
-        _, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        process.kill()
-        os.close(leader)
+    code, terminal, err = run_on_terminal(stoq, *args, stream="stdout", timeout=timeout)
     text = re.sub(r"\x1b\[[0-9;]*m", "", terminal.decode())  # colour, bold and dim
-    return process.returncode, text.replace("\r\n", "\n"), err.decode()
+    return code, text.replace("\r\n", "\n"), err.decode()
 
 
 # -- no worker ran ---------------------------------------------------------------------------

@@ -5,19 +5,14 @@ stderr is a real pseudo-terminal here; stdout stays a pipe, as when results are 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pty
-import select
-import struct
 import subprocess
-import termios
-import time
 from pathlib import Path
 
 import pytest
-from cli_support import StoqRunner
+from cli_support import StoqRunner, run_on_terminal
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 
@@ -26,36 +21,10 @@ def run_with_terminal_stderr(
     stoq: StoqRunner, *args: str, timeout: float = 60
 ) -> tuple[int, str, str]:
     """Run stoq with stderr on a 120-column pseudo-terminal; returns (code, stdout, terminal)."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**stoq.env, "TERM": "xterm-256color"}
-    env.pop("COLUMNS", None)
-    process = subprocess.Popen(
-        stoq.command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower,
-        env=env, cwd=stoq.cwd,
-    )  # fmt: skip
-    os.close(follower)
-    terminal = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        # Drain the terminal while the process runs, or it blocks once the buffer fills.
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # the process closed its end
-                    break
-                if not chunk:
-                    break
-                terminal += chunk
-            elif process.poll() is not None:
-                break
-        out, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        process.kill()
-        os.close(leader)
-    return process.returncode, out.decode(), terminal.decode(errors="replace")
+    code, terminal, out = run_on_terminal(
+        stoq, *args, stream="stderr", columns=120, timeout=timeout
+    )
+    return code, out.decode(), terminal.decode(errors="replace")
 
 
 def test_scanning_a_directory_draws_a_progress_bar_on_a_terminal(
