@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # Plugin directories the tests write must not be group-writable, whatever the umask of the
     # machine: stoQ refuses v3 plugins that others can write.
     os.umask(0o022)
+    deliver_ctrl_c()
+
+
+def deliver_ctrl_c() -> None:
+    """Let the commands the tests start be interrupted, however the tests were started.
+
+    A command started in the background of a shell without job control (``nox &``) has SIGINT
+    ignored, and every process it starts inherits that: the Ctrl-C tests then wait forever. A
+    handled signal is reset to its default at exec, so handling it here is enough.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

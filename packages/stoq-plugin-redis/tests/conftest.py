@@ -43,6 +43,14 @@ TEST_PLUGINS = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Started in the background of a shell without job control, the tests and every command
+    # they start would have SIGINT ignored, and the Ctrl-C tests would wait forever. A handled
+    # signal is reset to its default at exec.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
