@@ -18,9 +18,12 @@ import logging
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
-from typing import Any, Optional, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, Protocol, TypeVar
 
 from stoq_core._manager import LoadedPlugin
+
+if TYPE_CHECKING:
+    from stoq_core._cache import ResultCache
 from stoq_core._watchdog import Watchdog
 from stoq_core.data_classes import Error, PayloadResults
 from stoq_core.helpers import check_results
@@ -61,12 +64,16 @@ class PluginCalls:
     """The call machinery of a ``Stoq``: ``call`` and ``call_each`` run hooks within their
     limits; ``take`` files what they return. Every hook the engine calls goes through one."""
 
-    __slots__ = ("limits", "log", "on_timeout", "watchdog")
+    __slots__ = ("cache", "limits", "log", "on_timeout", "watchdog")
 
-    def __init__(self, limits: Limits, log: logging.Logger) -> None:
+    def __init__(
+        self, limits: Limits, log: logging.Logger, cache: Optional[ResultCache] = None
+    ) -> None:
         self.limits = limits
         self.log = log
         self.watchdog = Watchdog()
+        #: The result cache a worker's scan may be answered from (``_rounds``); None: off.
+        self.cache = cache
         #: Told ``(plugin, hook)`` of each call a time limit stopped (the metrics count them).
         self.on_timeout: Optional[Callable[[str, str], None]] = None
 

@@ -103,7 +103,7 @@ class Rounds:
         self.dropped: Optional[dict[str, tuple[Error, int]]] = None
         # Why each payload gets its workers, kept only for the debug log (one flag read here).
         self.routing = _logging.Routing() if _logging.debugging else None
-        self.cache = stoq._cache  # None when the result cache is off
+        self.cache = calls.cache  # None when the result cache is off
 
     async def run(self) -> None:
         stoq = self.stoq

@@ -244,7 +244,7 @@ class Stoq(Providers):
         )
         self._load_role("always_dispatch", self.always_dispatch)
         # Off (the default), this is None, and a scan round tests only that.
-        self._cache = _cache.open_cache(
+        cache_in_use = _cache.open_cache(
             _cache.CacheSettings(
                 backend=_cache.backend_name(cache, core(None, "cache")),
                 ttl=number(cache_ttl, "cache_ttl", float),
@@ -255,7 +255,7 @@ class Stoq(Providers):
             ),
             self.plugins,
         )
-        self._calls = PluginCalls(self, self.log)
+        self._calls = PluginCalls(self, self.log, cache_in_use)
         if self._observer is not None:
             self._calls.on_timeout = self._observer.timed_out
             # An attribute over the method, rather than a check in it: off, a scan pays nothing.
