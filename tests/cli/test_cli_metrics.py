@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,7 @@ from cli_support import StoqRunner
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+from metrics_support import free_port, scrape  # noqa: E402
 
 
 def _wait_for(path: Path, timeout: float = 30) -> None:
@@ -44,7 +26,7 @@ def _wait_for(path: Path, timeout: float = 30) -> None:
 
 
 def test_run_serves_prometheus_metrics_while_it_runs(stoq: StoqRunner, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     marker = tmp_path / "queued"
     child = subprocess.Popen(
         stoq.command(
@@ -58,7 +40,7 @@ def test_run_serves_prometheus_metrics_while_it_runs(stoq: StoqRunner, tmp_path:
         _wait_for(marker)
         deadline = time.monotonic() + 30
         while True:
-            samples = _scrape(port)
+            samples = scrape(port)
             if samples.get(("stoq_requests_total", ())) == 3:
                 break
             assert time.monotonic() < deadline, samples
@@ -85,7 +67,7 @@ def test_run_serves_prometheus_metrics_while_it_runs(stoq: StoqRunner, tmp_path:
 
 
 def test_run_reads_the_metrics_port_from_stoq_cfg(stoq: StoqRunner, home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     home.mkdir()
     (home / "stoq.cfg").write_text(f"[core]\nmetrics_port = {port}\nmetrics_host = 127.0.0.1\n")
     with socket.socket() as taken:  # the port is busy: the error proves stoq.cfg was read
@@ -102,7 +84,7 @@ def test_run_reads_the_metrics_port_from_stoq_cfg(stoq: StoqRunner, home: Path) 
 
 
 def test_scan_never_serves_stoq_cfgs_metrics_port(stoq: StoqRunner, home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     home.mkdir()
     (home / "stoq.cfg").write_text(f"[core]\nmetrics_port = {port}\n")
     with socket.socket() as taken:  # a running service holds it: a one-off scan must still work
