@@ -1,9 +1,10 @@
 """``--jobs N``: every core of one machine, without Redis: N worker processes scan, this one
 coordinates.
 
-- ``stoq scan DIR --jobs N``: this process walks the inputs and hands the workers batches of file
-  paths; each worker reads, scans and sends back one line per file, the response's JSON as text,
-  which is written to stdout as it is (a summary or ``jsonl`` rebuilds the response first).
+- ``stoq scan DIR --jobs N``: this process walks the inputs as the workers go and hands them
+  batches of file paths; each worker reads, scans and sends back one line per file, the
+  response's JSON as text, which is written to stdout as it is (a summary or ``jsonl`` rebuilds
+  the response first).
 - ``stoq run --jobs N``: this process runs the providers and the source archivers, so each
   payload is ingested once whatever the provider; the engine's scan of each request
   (``PooledStoq._scan_and_save``: rounds, archivers, decorators, connectors) runs in a worker.
@@ -34,7 +35,7 @@ import pickle
 import selectors
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_cli._errors import EXIT_FAILED, CliError, OutputError
@@ -56,6 +57,15 @@ __all__ = ["FileScan", "PooledStoq", "RequestPool", "response_from_dict"]
 
 _READ_SIZE = 1 << 16
 _BATCH = 64  #: most files sent to a worker in one message
+_FIRST_BATCH = 4  #: a worker's first batch; each next one is 4 times larger, up to _BATCH
+_PREFILL = 8  #: batches each worker is given at once while this process loads its own engine
+_QUEUED = 4  #: batches each worker holds afterwards, so that none waits for this process
+#: Task bytes a worker may hold unread; with a batch below _BATCH_BYTES, the sum stays under a
+#: pipe's smallest size (64 KiB), so a send never blocks this process. A blocking send could
+#: deadlock with a worker blocked writing a large response to the result pipe this process
+#: would then not be reading.
+_TASK_ROOM = 32 << 10
+_BATCH_BYTES = 16 << 10
 _DIRECT_SEND = 16 << 10  #: larger requests are written from a thread: a full pipe would block
 _GATHER = 0.002  #: seconds ``stoq scan`` lets its workers' lines gather between two reads
 #: What the fork server imports for every worker (``stoq_cli.main``: multiprocessing runs the
@@ -88,6 +98,10 @@ class _Worker:
         self.partial = b""  #: the start of a line not yet read whole
         #: ``stoq scan``: indices sent and not yet answered, in the order sent
         self.files: collections.deque[int] = collections.deque()
+        #: ``stoq scan``: the batches not yet answered whole: (last index, bytes sent)
+        self.batches: collections.deque[tuple[int, int]] = collections.deque()
+        self.queued = 0  #: the bytes of those batches
+        self.next_size = _FIRST_BATCH
 
     @property
     def pid(self) -> int:
@@ -237,45 +251,88 @@ def _never_started(worker: _Worker, exitcode: Optional[int]) -> CliError:
 
 
 class FileScan:
-    """The parent of ``stoq scan --jobs N``: sends batches of files, reads back their responses.
+    """The parent of ``stoq scan --jobs N``: walks the inputs as the workers need files, sends
+    them in batches, reads back their responses.
 
     The workers are started by ``__init__``, so that they start while this process loads its own
     engine (which checks the options and plugins once, and builds the response of a file whose
     worker died).
     """
 
-    def __init__(self, options: EngineOptions, jobs: int) -> None:
+    def __init__(self, options: EngineOptions, jobs: int, allow_empty: bool = False) -> None:
         self.options = options
+        self.allow_empty = allow_empty
         self.pool = _Pool(options, SCAN, jobs)
         for slot in range(jobs):
             self.pool.start(slot)
-        self.items: Sequence[Input] = ()
+        self.walk: Iterator[Input] = iter(())
+        self.walked = False  #: the walk has given its last file
+        self.found = 0  #: files taken from the walk; the next one's index
+        #: the files sent and not yet answered (and those a dead worker held), by index: what
+        #: this process holds is what is in flight, not the whole tree
+        self.items: dict[int, Input] = {}
+        #: files to send before the walk's next: those a dead worker held
         self.pending: collections.deque[int] = collections.deque()
-        self.size = 1
 
     def abort(self) -> None:
         """Kill the workers (Ctrl-C, or the command failed)."""
         self.pool.abort()
 
-    def share(self, items: Sequence[Input]) -> None:
-        """Send the workers their first files: they scan while this process gets ready."""
-        self.items = items
-        self.pending = collections.deque(range(len(items)))
-        # Small batches for few files, so that every worker gets some; at most _BATCH.
-        self.size = max(1, min(_BATCH, len(items) // (len(self.pool.workers) * 4)))
-        self._feed()
+    def share(self, items: Iterable[Input]) -> None:
+        """Take the files to scan from ``items`` as the workers need them, and send each worker
+        its first batches at once: they scan while this process gets ready."""
+        self.walk = iter(items)
+        self._feed(_PREFILL)
 
-    def _feed(self) -> None:
-        for worker in self.pool.live():
-            # Two batches each, so that none waits for this process between two.
-            while self.pending and len(worker.files) < 2 * self.size:
-                count = min(self.size, len(self.pending))
-                batch = [self.pending.popleft() for _ in range(count)]
+    def _take(self, size: int) -> list[int]:
+        """Up to ``size`` files to send next (fewer past _BATCH_BYTES), as indices."""
+        batch: list[int] = []
+        cost = 0
+        while len(batch) < size and cost < _BATCH_BYTES:
+            if self.pending:
+                index = self.pending.popleft()
+            elif self.walked:
+                break
+            else:
+                item = next(self.walk, None)
+                if item is None:
+                    self.walked = True
+                    break
+                index = self.found
+                self.found += 1
+                self.items[index] = item
+            batch.append(index)
+            # At most what pickle writes for it: 3 bytes a character (an undecodable byte in a
+            # name is a surrogate, which pickle writes as 3) and a tuple's framing; the source
+            # directory is the same object for a directory's files, which pickle writes once.
+            cost += 3 * len(self.items[index].label) + 16
+        return batch
+
+    def _feed(self, depth: int = _QUEUED) -> None:
+        """Send each worker batches until it holds ``depth`` of them, in turns, so that a few
+        files are shared out, not all given to the first worker."""
+        items = self.items
+        while True:
+            sent = False
+            for worker in self.pool.live():
+                if len(worker.batches) >= depth or worker.queued >= _TASK_ROOM:
+                    continue
+                batch = self._take(worker.next_size)
+                if not batch:
+                    return
+                tasks = [(i, items[i].path, items[i].source_dir) for i in batch]
+                message = pickle.dumps((self.allow_empty, tasks), pickle.HIGHEST_PROTOCOL)
+                worker.next_size = min(_BATCH, worker.next_size * 4)
                 worker.files.extend(batch)
+                worker.batches.append((batch[-1], len(message) + 4))
+                worker.queued += len(message) + 4
                 try:
-                    worker.tasks.send([_task(self.items[i], i) for i in batch])
+                    worker.tasks.send_bytes(message)
                 except OSError:
-                    break  # it died: the end of its result pipe says so
+                    continue  # it died: the end of its result pipe says so
+                sent = True
+            if not sent:
+                return
 
     def scan(
         self,
@@ -296,11 +353,12 @@ class FileScan:
         def take(lines: list[tuple[int, str, str]]) -> None:
             printed = []
             for index, tag, text in lines:
-                label = items[index].label
-                if tag == "skip":
+                label = items.pop(index).label
+                if tag == "skip" or tag == "note":
                     warn(json.loads(text))
-                    tally.failed = True
+                    tally.failed = tally.failed or tag == "skip"
                 else:
+                    tally.answered = True
                     tally.failed = tally.failed or "e" in tag
                     tally.scanned = tally.scanned or "s" in tag
                     tally.worked = tally.worked or "w" in tag
@@ -330,7 +388,11 @@ class FileScan:
         try:
             while True:
                 self._feed()
-                if not self.pending and not any(worker.files for worker in pool.live()):
+                if (
+                    self.walked
+                    and not self.pending
+                    and not any(worker.files for worker in pool.live())
+                ):
                     return
                 for key, _ in selector.select():
                     worker = key.data
@@ -341,7 +403,7 @@ class FileScan:
                             if index < 0:
                                 _started(worker, tag, text)
                             else:
-                                _forget(worker.files, index)
+                                _forget(worker, index)
                                 answers.append((index, tag, text))
                         take(answers)
                         continue
@@ -374,7 +436,7 @@ class FileScan:
         else:
             warn(f"{how} between two files")
         self.pending.extendleft(reversed(worker.files))
-        return pool.start(worker.slot) if self.pending else None
+        return pool.start(worker.slot) if self.pending or not self.walked else None
 
     async def _report_lost(
         self,
@@ -400,15 +462,19 @@ class FileScan:
             advance(label)
 
 
-def _task(item: Input, index: int) -> tuple[int, str, bool]:
-    return (index, str(item.path), item.walked)
-
-
-def _forget(files: collections.deque[int], index: int) -> None:
+def _forget(worker: _Worker, index: int) -> None:
+    """``index`` is answered: it and, once it is whole, its batch are no longer the worker's."""
+    files = worker.files
     if files and files[0] == index:  # a worker answers in the order it was sent
         files.popleft()
     else:
         files.remove(index)
+    batches = worker.batches
+    if batches and batches[0][0] == index:
+        worker.queued -= batches.popleft()[1]
+    if not files:  # nothing is held (whatever the order was): nothing is queued
+        batches.clear()
+        worker.queued = 0
 
 
 def _write(printer: ResponsePrinter, text: str) -> None:

@@ -15,7 +15,8 @@ system call and writes a response to stdout without parsing it::
 
 ``TEXT`` is compact JSON (never a raw newline). Tags: ``ready`` (index -1, the engine is built),
 ``failed`` (index -1, it could not be built: TEXT is the message), ``skip`` (``stoq scan``: the
-file could not be read; TEXT is why), ``raised`` (``stoq run``: the scan raised; TEXT says
+file could not be read; TEXT is why), ``note`` (``stoq scan``: the file is not to be scanned,
+an empty file or a FIFO under a directory; TEXT is why), ``raised`` (``stoq run``: the scan raised; TEXT says
 what), ``r`` followed by flag letters (a response; TEXT is its JSON). The flags: ``e`` the
 response holds errors, ``s`` a payload was scanned, ``w`` a worker ran, ``p`` print it (no
 connector took it), and for ``stoq run`` ``u<N>``: its last N errors are connectors that failed
@@ -142,10 +143,12 @@ def _serve_files(
     try:
         while True:
             try:
-                batch = tasks.recv()
+                allow_empty, batch = tasks.recv()
             except EOFError:  # the parent is done, or gone
                 return
-            loop.run_until_complete(_scan_files(stoq, options, batch, out, slots, slot))
+            loop.run_until_complete(
+                _scan_files(stoq, options, allow_empty, batch, out, slots, slot)
+            )
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -154,24 +157,27 @@ def _serve_files(
 async def _scan_files(
     stoq: Stoq,
     options: EngineOptions,
-    batch: list[tuple[int, str, bool]],
+    allow_empty: bool,
+    batch: list[tuple[int, str, Optional[str]]],
     out: int,
     slots: Any,
     slot: int,
 ) -> None:
-    from pathlib import Path
-
-    from stoq_cli._inputs import Input
+    from stoq_cli._inputs import Input, Skipped
     from stoq_cli._output import connector_failed
     from stoq_cli._scan import scan_one
     from stoq_core.helpers import dumps
 
     connectors = options.connectors or ()
-    for index, path, walked in batch:
+    for index, path, source_dir in batch:
         slots[slot] = index
-        item = Input(Path(path), walked=walked)
+        item = Input(path, source_dir)
         try:
-            response = await scan_one(stoq, item, options)
+            response = await scan_one(stoq, item, options, allow_empty)
+        except Skipped as exc:
+            reason = f"skipping {item.label}: {exc.reason}"
+            tag = "skip" if exc.failed else "note"
+            _write_all(out, _line(index, tag, dumps(reason, indent=None)))
         except OSError as exc:
             reason = f"skipping {item.label}: {exc.strerror or exc}"
             _write_all(out, _line(index, "skip", dumps(reason, indent=None)))

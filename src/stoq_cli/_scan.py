@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_OK, CliError
 from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
-from stoq_cli._inputs import Input, Inputs, collect, read_stdin
+from stoq_cli._inputs import Input, Inputs, Skipped, collect, read_stdin
 from stoq_cli._output import ResponsePrinter
 from stoq_cli._streams import check_destination, results_stream
 
@@ -102,31 +103,44 @@ def _scan_command(
             raise CliError("--timings cannot be combined with --jobs: scan in one process")
         from stoq_cli._jobs import FileScan
 
-        # Started first: they start up while this process walks the directories and loads
-        # its own engine (which checks the options once, with the usual messages).
-        workers = FileScan(options, jobs)
+        # Started first: they start up while this process checks the inputs and loads its
+        # own engine (which checks the options once, with the usual messages).
+        workers = FileScan(options, jobs, allow_empty)
     try:
         inputs = collect(files, allow_empty, stderr.warn)
-        if not inputs.items:
+        walk = iter(inputs)
+        first = next(walk, None)
+        if first is None:
             if inputs.problems:
                 return EXIT_FAILED
-            raise CliError(f"nothing to scan: no file under {', '.join(files)}")
+            raise _nothing_to_scan(files)
+        items: Iterable[Input] = itertools.chain((first,), walk)
+        # A bar only when the results go elsewhere: on one terminal the two would garble each
+        # other. It needs the total: the walk is done first (a person is watching it).
+        total = 0
+        if not inputs.single and _isatty(sys.stderr) and not _isatty(out):
+            items = list(items)
+            total = len(items)
         if workers is not None:
-            if len(inputs.items) > 1:
-                workers.share(inputs.items)
-            else:  # one file after all: not worth a process
-                workers.abort()
-                workers = None
+            workers.share(items)  # the first files: the workers scan while this process loads
         return _scan_inputs(
-            inputs, options, fmt, chosen, compact, allow_empty, out, home, stderr, workers
-        )
+            inputs, items, total, files, options, fmt, chosen, compact, allow_empty, out, home,
+            stderr, workers,
+        )  # fmt: skip
     finally:
         if workers is not None:
             workers.abort()  # after a failure or Ctrl-C; they have exited otherwise
 
 
+def _nothing_to_scan(files: Sequence[str]) -> CliError:
+    return CliError(f"nothing to scan: no file under {', '.join(files)}")
+
+
 def _scan_inputs(
     inputs: Inputs,
+    items: Iterable[Input],
+    total: int,
+    files: Sequence[str],
     options: EngineOptions,
     fmt: str,
     chosen: bool,
@@ -139,8 +153,8 @@ def _scan_inputs(
 ) -> int:
     stoq = build_stoq(home, options)
     check_workers(stoq, options.start_dispatch or (), "-s/--start-dispatch")
-    inputs.items = read_stdin(
-        inputs.items,
+    read_stdin(
+        inputs,
         allow_empty,
         stdin_is_terminal=_isatty(sys.stdin),
         limit=stoq.max_payload_size,
@@ -153,14 +167,16 @@ def _scan_inputs(
         stream=out,
         hint=not chosen,
     )
-    # A bar only when the results go elsewhere: on one terminal the two would garble each other.
-    show_bar = len(inputs.items) > 1 and _isatty(sys.stderr) and not _isatty(out)
     tally = Tally()
-    with _progress(stderr, len(inputs.items), show_bar) as advance:
+    with _progress(stderr, total, total > 1) as advance:
         if workers is not None:
             workers.scan(stoq, printer, tally, stderr.warn, advance)
         else:
-            asyncio.run(_scan_all(stoq, inputs.items, options, printer, stderr, advance, tally))
+            asyncio.run(
+                _scan_all(stoq, items, options, allow_empty, printer, stderr, advance, tally)
+            )
+    if not tally.answered and not tally.failed and not inputs.problems:
+        raise _nothing_to_scan(files)  # every file under the directories was empty
     printer.finish()
     if tally.scanned and not tally.worked and stoq.log.isEnabledFor(logging.WARNING):
         # v3 printed '"workers": {}' and nothing else, and left a newcomer guessing (#15).
@@ -175,9 +191,10 @@ def _scan_inputs(
 class Tally:
     """What the scans of one command came to."""
 
-    __slots__ = ("failed", "scanned", "worked")
+    __slots__ = ("answered", "failed", "scanned", "worked")
 
     def __init__(self) -> None:
+        self.answered = False  #: a response was made (a file was not only skipped)
         self.failed = False  #: an input could not be read, or a response holds errors
         self.scanned = False  #: a payload was scanned
         self.worked = False  #: a worker ran on a payload
@@ -225,8 +242,9 @@ def _progress(stderr: _Stderr, total: int, show: bool) -> Iterator[Any]:
 
 async def _scan_all(
     stoq: Stoq,
-    inputs: list[Input],
+    inputs: Iterable[Input],
     options: EngineOptions,
+    allow_empty: bool,
     printer: ResponsePrinter,
     stderr: _Stderr,
     advance: Any,
@@ -235,12 +253,18 @@ async def _scan_all(
     """Scan each input in turn, print its response and add it to ``tally``."""
     for item in inputs:
         try:
-            response = await scan_one(stoq, item, options)
+            response = await scan_one(stoq, item, options, allow_empty)
+        except Skipped as exc:
+            stderr.warn(f"skipping {item.label}: {exc.reason}")
+            tally.failed = tally.failed or exc.failed
+            advance(item.label)
+            continue
         except OSError as exc:
             stderr.warn(f"skipping {item.label}: {exc.strerror or exc}")
             tally.failed = True
             advance(item.label)
             continue
+        tally.answered = True
         printer.emit(response, item.label)
         if options.timings:
             stderr.lines(timings_lines(item.label, response, stoq.plugin_timings(response)))
@@ -253,15 +277,18 @@ async def _scan_all(
         advance(item.label)
 
 
-async def scan_one(stoq: Stoq, item: Input, options: EngineOptions) -> StoqResponse:
+async def scan_one(
+    stoq: Stoq, item: Input, options: EngineOptions, allow_empty: bool = True
+) -> StoqResponse:
     """Read ``item`` and scan it as one request (in this process or a ``--jobs`` worker).
 
+    :raises Skipped: it is not to be scanned after all (``Input.read``).
     :raises OSError: it cannot be read.
     """
     from stoq_core import PayloadMeta
 
     limit = stoq.max_payload_size
-    content = item.read(limit)
+    content = item.read(limit, allow_empty)
     if len(content) > limit:
         return await _too_big(stoq, item, options)
     return await stoq.scan(

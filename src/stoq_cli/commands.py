@@ -93,12 +93,26 @@ def input_files(paths: Sequence[str], allow_empty: bool = False) -> tuple[list[P
     :raises CliError: a named path is ``-``, missing, unreadable, neither a file nor a
         directory, or an empty file without ``allow_empty`` (exit 2).
     """
-    from stoq_cli._inputs import collect
+    from stoq_cli._inputs import collect, skip_reason
 
     if "-" in paths:
         raise CliError("- (stdin) is not a file: name files or directories")
     found = collect(paths, allow_empty, note)
-    return [item.path for item in found.items if item.path is not None], found.problems
+    files = []
+    for item in found:
+        assert item.path is not None  # stdin was refused above
+        if item.walked:
+            try:
+                reason = skip_reason(item.path, allow_empty)
+            except OSError as exc:
+                found.problems += 1
+                note(f"skipping {item.path}: {exc.strerror or exc}")
+                continue
+            if reason is not None:
+                note(f"skipping {item.path}: {reason}")
+                continue
+        files.append(Path(item.path))
+    return files, found.problems
 
 
 def write_result(data: Any) -> None:

@@ -176,6 +176,32 @@ def test_a_worker_that_dies_is_reported_and_the_other_files_are_scanned(
     assert "Traceback" not in done.err
 
 
+def test_long_paths_and_large_responses_never_block_the_parent(
+    stoq: StoqRunner, tmp_path: Path
+) -> None:
+    # Batches of long paths larger than a pipe, while each worker writes more response than its
+    # result pipe holds: a send that waited for a worker, whose writes waited for this process,
+    # would hang both for ever.
+    directory = str(tmp_path / "long")
+    os.mkdir(directory)
+    for level in range(14):  # a path of about 3,600 characters: under PATH_MAX
+        directory = os.path.join(directory, f"{level:02d}" + "x" * 250)
+        os.mkdir(directory)
+    text = "y" * 50_000  # each response carries it back (cli_jobs_pid reports the text)
+    for index in range(200):
+        Path(directory, f"f{index:03d}").write_text(text)
+
+    done = stoq("scan", str(tmp_path / "long"), "-a", "cli_jobs_pid", "--jobs", "2", timeout=120)
+
+    assert done.code == 0, done.err[-2000:]
+    found = [r["results"][0] for r in done.lines()]
+    assert sorted(r["payload_meta"]["extra_data"]["filename"] for r in found) == [
+        f"f{index:03d}" for index in range(200)
+    ]
+    assert all(r["workers"]["cli_jobs_pid"]["text"] == text for r in found)
+    assert len({r["workers"]["cli_jobs_pid"]["pid"] for r in found}) == 2
+
+
 def test_ctrl_c_stops_a_scan_with_jobs_and_leaves_no_process(
     stoq: StoqRunner, samples: Path, tmp_path: Path
 ) -> None:
