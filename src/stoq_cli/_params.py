@@ -407,7 +407,16 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
             "opentelemetry-api [default: stoq.cfg's tracing, else off].",
         ),
     ]
-    # Observability only one command has (issue 16): a scan's timings, a run's metrics.
+    # Observability (issue 16): each response's timings, for scan and run; metrics, served
+    # only by a run.
+    options.append(
+        click.option(
+            "--timings",
+            is_flag=True,
+            help="Print on stderr each plugin call's time per payload, and each plugin's "
+            "total, after each response.",
+        )
+    )
     if providers:
         options += [
             click.option(
@@ -424,15 +433,6 @@ def engine_options(providers: bool = False) -> Callable[[F], F]:
                 "else 127.0.0.1, this machine only].",
             ),
         ]
-    else:
-        options.append(
-            click.option(
-                "--timings",
-                is_flag=True,
-                help="Print on stderr each plugin call's time per payload, and each plugin's "
-                "total, after each response.",
-            )
-        )
 
     def apply(function: F) -> F:
         for option in reversed(options):

@@ -219,6 +219,8 @@ async def _run(
         except OutputError as exc:
             counts.output_failed = exc  # a full disk: results scanned on would be lost too
         else:
+            if options.timings:
+                _print_timings(stoq, response, status)
             return
         if main is not None:
             main.cancel()
@@ -258,6 +260,29 @@ async def _run(
     finally:
         if drawing is not None:
             drawing.cancel()
+
+
+def _print_timings(stoq: Stoq, response: StoqResponse, status: Optional[_StatusLine]) -> None:
+    """``--timings``: the table ``stoq scan`` prints, on stderr, for a response just printed."""
+    from stoq_cli._scan import timings_lines
+
+    if sys.stderr is None:
+        return
+    lines = timings_lines(_label(response), response, stoq.plugin_timings(response))
+    if status is not None:
+        status.note("\n".join(lines))  # above the status line, which is drawn again below
+    else:
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _label(response: StoqResponse) -> str:
+    """What a response is about, for a person: its queued payload's file name if a provider
+    gave one (``-P filedir`` does), else the payload's id."""
+    if not response.results:  # a provider may queue a Request holding no payload
+        return f"scan {response.scan_id}"
+    root = response.results[0]
+    filename = root.payload_meta.extra_data.get("filename")
+    return filename if isinstance(filename, str) and filename else root.payload_id
 
 
 class _Signals:

@@ -459,6 +459,14 @@ def run(consumers: int, jobs: int, **engine: Any) -> int:
             "--consumers and --jobs cannot be combined: --jobs N shares one set of providers "
             "out to N processes, --consumers N starts N whole 'stoq run's"
         )
+    if engine.get("timings") and jobs > 1:
+        # This process's engine, whose timings would be shown, scans nothing with --jobs.
+        raise CliError("--timings cannot be combined with --jobs: run in one process")
+    if engine.get("timings") and consumers > 1:
+        raise CliError(
+            "--timings cannot be combined with --consumers: the processes' tables would mix "
+            "on one stderr"
+        )
     if consumers > 1:
         from stoq_cli._consumers import consumers_command
 

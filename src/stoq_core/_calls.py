@@ -64,7 +64,7 @@ class PluginCalls:
     """The call machinery of a ``Stoq``: ``call`` and ``call_each`` run hooks within their
     limits; ``take`` files what they return. Every hook the engine calls goes through one."""
 
-    __slots__ = ("cache", "limits", "log", "on_timeout", "watchdog")
+    __slots__ = ("cache", "limits", "log", "on_limit_hit", "on_timeout", "watchdog")
 
     def __init__(
         self, limits: Limits, log: logging.Logger, cache: Optional[ResultCache] = None
@@ -76,6 +76,9 @@ class PluginCalls:
         self.cache = cache
         #: Told ``(plugin, hook)`` of each call a time limit stopped (the metrics count them).
         self.on_timeout: Optional[Callable[[str, str], None]] = None
+        #: Told ``(limit, count)`` when a limit cuts a request's work: ``max_errors`` here,
+        #: ``max_recursion`` and ``max_payloads`` in ``_rounds`` (the metrics count them).
+        self.on_limit_hit: Optional[Callable[[str, int], None]] = None
 
     def take(
         self,
@@ -143,6 +146,9 @@ class PluginCalls:
                 error.error = cut(error.error, self.limits.max_error_length)
             kept.append(error)
         if len(given) > self.limits.max_errors:
+            if self.on_limit_hit is not None:
+                # Once per cut: how many a generator had left is never known.
+                self.on_limit_hit("max_errors", 1)
             more = "more" if lazy else str(len(given) - room)
             kept.append(
                 Error(

@@ -203,8 +203,10 @@ class _Metrics:
             ),
             (
                 "stoq_extraction_limit_hits",
-                "Extracted payloads dropped by a limit (max_payloads, max_payload_size, "
-                "max_extracted_bytes).",
+                "Work a request's limits cut, by limit: one per payload dropped "
+                "(max_payloads, max_payload_size, max_extracted_bytes) or left unscanned "
+                "(max_recursion); one per cut where the count is unknown (an extracted "
+                "iterator cut at max_payloads, errors cut at max_errors).",
                 ["limit"],
                 {(limit,): n for limit, n in list(self.limit_hits.items())},
             ),
@@ -334,6 +336,13 @@ class Observer:
             for limit, (_, count) in drops.items():
                 name = limit.split(" ", 1)[0]
                 hits[name] = hits.get(name, 0) + count
+
+    def limit_hit(self, limit: str, count: int = 1) -> None:
+        """A limit (``max_recursion``, ``max_payloads``, ``max_errors``) cut ``count`` units of
+        a request's work: payloads, or cuts where the payloads or errors cut are unknown."""
+        if self.metrics is not None:
+            hits = self.metrics.limit_hits
+            hits[limit] = hits.get(limit, 0) + count
 
     # -- requests and runs -----------------------------------------------------------------
 

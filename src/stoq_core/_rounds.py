@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_core import _budget, _cache, _logging
@@ -189,8 +189,23 @@ class Rounds:
                     # Every payload has had every always-dispatch worker and nothing new arrived:
                     # another round would find no work, so skip building it.
                     return
+            else:
+                if self.pending and calls.on_limit_hit is not None:
+                    self._count_unfinished(calls.on_limit_hit)
         finally:
             request._extraction = None
+
+    def _count_unfinished(self, hit: Callable[[str, int], None]) -> None:
+        """``max_recursion`` rounds have run with workers still owed to payloads (a
+        ``dispatch_to``, a worker deferred until its required ones ran): v3 drops them without
+        an error, so only the metrics tell, once per payload left with work undone."""
+        left = 0
+        for payload, names in self.pending.items():
+            ran = payload.results.plugins_run["workers"]
+            if any(name not in ran and not self._gave_up(payload, name) for name in names):
+                left += 1
+        if left:
+            hit("max_recursion", left)
 
     async def _run_cached(
         self, work: dict[tuple[Payload, str], LoadedPlugin], round_number: int
@@ -402,6 +417,9 @@ class Rounds:
                 extracted = list(itertools.islice(extracted, limit + 1))
                 if len(extracted) > limit:
                     del extracted[limit:]
+                    if self.calls.on_limit_hit is not None:
+                        # Once per cut: how many the iterator had left is never known.
+                        self.calls.on_limit_hit("max_payloads", 1)
                     errors.append(
                         Error(
                             f"extracted more than max_payloads ({limit}) payloads; the rest "
@@ -474,6 +492,8 @@ class Rounds:
         self.seen[digest] = child
         request.payloads.append(child)
         if round_number >= self.stoq.max_recursion:
+            if self.calls.on_limit_hit is not None:
+                self.calls.on_limit_hit("max_recursion", 1)
             request.errors.append(
                 Error(
                     f"Final worker round ({round_number}) reached, unable to process payload",

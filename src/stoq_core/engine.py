@@ -258,6 +258,7 @@ class Stoq(Providers):
         self._calls = PluginCalls(self, self.log, cache_in_use)
         if self._observer is not None:
             self._calls.on_timeout = self._observer.timed_out
+            self._calls.on_limit_hit = self._observer.limit_hit
             # An attribute over the method, rather than a check in it: off, a scan pays nothing.
             self._scan_and_save = functools.partial(  # type: ignore[method-assign]
                 self._observer.scan, self._scan_and_save
@@ -374,6 +375,8 @@ class Stoq(Providers):
             await self._archive(request)
         if len(request.errors) > self.max_errors:
             cap_errors(request.errors, self.max_errors)
+            if self._observer is not None:
+                self._observer.limit_hit("max_errors")
         response = StoqResponse(request)
         # Checked here, not in the callees: a coroutine made only to return costs a little on
         # every scan, and most runs have no decorators or connectors.

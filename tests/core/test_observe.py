@@ -283,6 +283,83 @@ def test_metrics_count_the_payloads_an_extraction_limit_dropped(make_stoq: MakeS
     assert samples[("stoq_extraction_limit_hits_total", (("limit", "max_payloads"),))] == 3
 
 
+def limit_hits(port: int) -> dict[str, float]:
+    """``stoq_extraction_limit_hits_total`` by its ``limit`` label, as scraped."""
+    return {
+        dict(labels)["limit"]: value
+        for (name, labels), value in scrape(port).items()
+        if name == "stoq_extraction_limit_hits_total"
+    }
+
+
+def test_metrics_count_the_payloads_max_recursion_left_unscanned(make_stoq: MakeStoq) -> None:
+    port = free_port()
+    stoq = make_stoq(
+        always_dispatch=["extractor"],
+        plugin_opts={"extractor": {"extract": json.dumps({"root": ["a"], "a": ["b", "c"]})}},
+        max_recursion=2,
+        metrics_port=port,
+    )
+
+    response = asyncio.run(stoq.scan(b"root"))
+
+    # b and c are extracted in the last round: in the response, never scanned.
+    assert sum("Final worker round" in error.error for error in response.errors) == 2
+    assert limit_hits(port) == {"max_recursion": 2}
+
+
+def test_metrics_count_workers_still_owed_when_max_recursion_ran_out(
+    make_stoq: MakeStoq,
+) -> None:
+    port = free_port()
+    stoq = make_stoq(
+        always_dispatch=["worker"],
+        plugin_opts={"worker": {"dispatch_to": "worker2"}},
+        max_recursion=1,
+        metrics_port=port,
+    )
+
+    response = asyncio.run(stoq.scan(b"x"))
+
+    # worker asked for worker2, which needed a second round: dropped as v3 drops it, silently.
+    assert response.results[0].plugins_run["workers"] == ["worker"]
+    assert not response.errors
+    assert limit_hits(port) == {"max_recursion": 1}
+
+
+def test_metrics_count_an_extracted_iterator_cut_at_max_payloads(
+    make_stoq: MakeStoq, install_plugins: Callable[..., Path]
+) -> None:
+    install_plugins({"flood": "observe_fakes:Flood"}, dist="stoq-test-flood")
+    port = free_port()
+    stoq = make_stoq(always_dispatch=["flood"], max_payloads=3, metrics_port=port)
+
+    response = asyncio.run(stoq.scan(b"x"))
+
+    assert any("extracted more than max_payloads (3)" in e.error for e in response.errors)
+    # One for the cut iterator (what it had left was never read), and one for the third
+    # member read: the request already held the root and two members.
+    assert len(response.results) == 3
+    assert limit_hits(port) == {"max_payloads": 2}
+
+
+def test_metrics_count_each_cut_max_errors_makes(make_stoq: MakeStoq) -> None:
+    port = free_port()
+    stoq = make_stoq(
+        always_dispatch=["worker", "worker2"],
+        plugin_opts={"worker": {"errors": "a, b, c"}, "worker2": {"errors": "d, e"}},
+        max_errors=2,
+        metrics_port=port,
+    )
+
+    response = asyncio.run(stoq.scan(b"x"))
+
+    # worker's three errors are cut to two; with worker2's two the response holds four, which
+    # are cut again (to two, and one saying so).
+    assert response.errors[-1].error == "2 more error(s) dropped: max_errors (2) reached"
+    assert limit_hits(port) == {"max_errors": 2}
+
+
 def test_a_run_shows_its_queue_depth_and_the_consumers_busy(make_stoq: MakeStoq) -> None:
     port = free_port()
     items = [f"item {i}" for i in range(6)]
