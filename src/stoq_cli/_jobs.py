@@ -40,7 +40,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_cli._errors import EXIT_FAILED, CliError, OutputError
 from stoq_cli._jobs_worker import RUN, SCAN, SIGNALS, request_data, worker_main
-from stoq_core import Stoq
+
+# The engine's classes are imported here, once: response_from_dict runs for every response of
+# ``stoq run --jobs``, and an import statement in a function costs a lookup each time.
+from stoq_core import Error, PayloadMeta, PayloadResults, Request, RequestMeta, Stoq, StoqResponse
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -51,7 +54,6 @@ if TYPE_CHECKING:
     from stoq_cli._inputs import Input
     from stoq_cli._output import ResponsePrinter
     from stoq_cli._scan import Tally
-    from stoq_core import Error, Request, StoqResponse
 
 __all__ = ["FileScan", "PooledStoq", "RequestPool", "response_from_dict"]
 
@@ -66,12 +68,16 @@ _QUEUED = 4  #: batches each worker holds afterwards, so that none waits for thi
 #: would then not be reading.
 _TASK_ROOM = 32 << 10
 _BATCH_BYTES = 16 << 10
-_DIRECT_SEND = 16 << 10  #: larger requests are written from a thread: a full pipe would block
 _GATHER = 0.002  #: seconds ``stoq scan`` lets its workers' lines gather between two reads
 #: What the fork server imports for every worker (``stoq_cli.main``: multiprocessing runs the
 #: ``stoq`` script again in each worker, which imports it).
 _PRELOAD = ("stoq_cli.main", "stoq_cli._jobs_worker", "stoq_cli._scan", "stoq_core.engine")
 _PIPE_SIZE = 1 << 20  #: a result pipe's size: 1 MiB holds about 700 small responses
+#: ``stoq run``: requests a worker holds for each it scans at once (``provider_consumers``)
+_PIPELINE = 8
+#: ``stoq run``: request bytes a worker may hold beyond those it scans at once: large payloads
+#: are not queued by the dozen in two processes' memory
+_HELD_BYTES = 64 << 20
 
 
 def _how(exitcode: Optional[int]) -> str:
@@ -100,23 +106,30 @@ class _Worker:
         self.files: collections.deque[int] = collections.deque()
         #: ``stoq scan``: the batches not yet answered whole: (last index, bytes sent)
         self.batches: collections.deque[tuple[int, int]] = collections.deque()
-        self.queued = 0  #: the bytes of those batches
+        self.queued = 0  #: the bytes of those batches (``stoq run``: of the requests it holds)
         self.next_size = _FIRST_BATCH
+        #: ``stoq run``: requests sent and not yet answered
+        self.busy = 0
+        #: ``stoq run``: task bytes not yet written (the pipe was full)
+        self.outbox = bytearray()
 
     @property
     def pid(self) -> int:
         return self.process.pid or 0
 
-    def lines(self, data: bytes) -> list[tuple[int, str, str]]:
-        """The whole lines in ``data`` (and what came before it), as (index, tag, text)."""
-        chunk = self.partial + data
+    def lines(self, data: bytes) -> list[tuple[int, bytes, bytes]]:
+        """The whole lines in ``data`` (and what came before it), as (index, tag, text).
+
+        Bytes, never decoded here: a response printed as the worker wrote it is never parsed,
+        nor decoded and encoded again.
+        """
+        chunk = self.partial + data if self.partial else data
         end = chunk.rfind(b"\n") + 1
         self.partial = chunk[end:]
         found = []
-        # Split on LF only: str.splitlines() also splits on U+2028 and others, which JSON
-        # leaves unescaped inside strings.
+        # Split on LF only: JSON leaves no raw LF inside its text.
         for line in chunk[: end - 1].split(b"\n") if end else ():
-            index, tag, text = line.decode("utf-8", "surrogateescape").split("\t", 2)
+            index, tag, text = line.split(b"\t", 2)
             found.append((int(index), tag, text))
         return found
 
@@ -132,13 +145,19 @@ class _Worker:
 
 
 class _Pool:
-    """The worker processes, each in a slot; a dead one's slot is reused by its replacement."""
+    """The worker processes, each in a slot; a dead one's slot is reused by its replacement.
 
-    def __init__(self, options: EngineOptions, mode: str, jobs: int) -> None:
+    :param width: how many scans a worker runs at once; each has a shared integer (``slots``)
+        saying which file or request it is scanning, so that the parent knows what a dead worker
+        was scanning (and what it only held, which goes to another).
+    """
+
+    def __init__(self, options: EngineOptions, mode: str, jobs: int, width: int = 1) -> None:
         import multiprocessing
 
         self.options = options
         self.mode = mode
+        self.width = width
         self.context: ForkServerContext | SpawnContext
         if "forkserver" in multiprocessing.get_all_start_methods():
             server = multiprocessing.get_context("forkserver")
@@ -150,12 +169,18 @@ class _Pool:
         self.fork: Optional[ForkContext] = None
         if "fork" in multiprocessing.get_all_start_methods():
             self.fork = multiprocessing.get_context("fork")
-        self.slots = self.context.RawArray("q", [-1] * jobs)
+        self.slots = self.context.RawArray("q", [-1] * (jobs * width))
         self.workers: list[Optional[_Worker]] = [None] * jobs
+
+    def scanning(self, worker: _Worker) -> set[int]:
+        """What ``worker`` is scanning (was, if it died): files' or requests' indices."""
+        first = worker.slot * self.width
+        return {self.slots[i] for i in range(first, first + self.width)} - {-1}
 
     def start(self, slot: int) -> _Worker:
         """Start a worker in ``slot``."""
-        self.slots[slot] = -1
+        for i in range(slot * self.width, (slot + 1) * self.width):
+            self.slots[i] = -1
         tasks_out, tasks_in = self.context.Pipe(duplex=False)
         results_out, results_in = self.context.Pipe(duplex=False)
         inherited: tuple[int, ...] = ()
@@ -174,10 +199,9 @@ class _Pool:
                 results_out.fileno(),
                 *(fd for w in self.live() for fd in (w.tasks.fileno(), w.results.fileno())),
             )
+        args = (self.options, self.mode, tasks_out, results_in, self.slots, slot * self.width)
         process = context.Process(
-            target=worker_main,
-            args=(self.options, self.mode, tasks_out, results_in, self.slots, slot, inherited),
-            name=f"stoq-job-{slot}",
+            target=worker_main, args=(*args, self.width, inherited), name=f"stoq-job-{slot}"
         )
         # Blocked here, the signals stay blocked in the new interpreter until it handles them:
         # a Ctrl-C during its start-up would print a traceback from it. Here they wait, not lost.
@@ -233,9 +257,9 @@ def _enlarge(fd: int) -> None:
         pass
 
 
-def _started(worker: _Worker, tag: str, text: str) -> None:
+def _started(worker: _Worker, tag: bytes, text: bytes) -> None:
     """Note a worker's first line: ``ready``, or ``failed`` with why."""
-    if tag == "failed":
+    if tag == b"failed":
         raise CliError(f"a worker process could not start: {json.loads(text)}", EXIT_FAILED)
     worker.ready = True
 
@@ -305,7 +329,7 @@ class FileScan:
             # At most what pickle writes for it: 3 bytes a character (an undecodable byte in a
             # name is a surrogate, which pickle writes as 3) and a tuple's framing; the source
             # directory is the same object for a directory's files, which pickle writes once.
-            cost += 3 * len(self.items[index].label) + 16
+            cost += 3 * len(self.items[index].path or "") + 16
         return batch
 
     def _feed(self, depth: int = _QUEUED) -> None:
@@ -350,25 +374,25 @@ class FileScan:
         direct = printer.fmt == "json" and not printer.indent
         lost: list[tuple[int, str]] = []  # files whose worker died, and how
 
-        def take(lines: list[tuple[int, str, str]]) -> None:
+        def take(lines: list[tuple[int, bytes, bytes]]) -> None:
             printed = []
             for index, tag, text in lines:
                 label = items.pop(index).label
-                if tag == "skip" or tag == "note":
+                if tag == b"skip" or tag == b"note":
                     warn(json.loads(text))
-                    tally.failed = tally.failed or tag == "skip"
+                    tally.failed = tally.failed or tag == b"skip"
                 else:
                     tally.answered = True
-                    tally.failed = tally.failed or "e" in tag
-                    tally.scanned = tally.scanned or "s" in tag
-                    tally.worked = tally.worked or "w" in tag
+                    tally.failed = tally.failed or b"e" in tag
+                    tally.scanned = tally.scanned or b"s" in tag
+                    tally.worked = tally.worked or b"w" in tag
                     if not direct:
                         printer.emit(response_from_dict(json.loads(text)), label)
-                    elif "p" in tag:  # the JSON the worker wrote is the line to print
+                    elif b"p" in tag:  # the JSON the worker wrote is the line to print
                         printed.append(text)
                 advance(label)
             if printed:
-                _write(printer, "\n".join(printed))  # one write for many, not one each
+                _write(printer, b"\n".join(printed))  # one write for many, not one each
 
         self._exchange(take, lost, warn)
         if lost:
@@ -377,7 +401,7 @@ class FileScan:
 
     def _exchange(
         self,
-        take: Callable[[list[tuple[int, str, str]]], None],
+        take: Callable[[list[tuple[int, bytes, bytes]]], None],
         lost: list[tuple[int, str]],
         warn: Callable[[str], None],
     ) -> None:
@@ -423,7 +447,7 @@ class FileScan:
     ) -> Optional[_Worker]:
         """A worker's result pipe ended before its work: note the file it held, share the rest."""
         pool = self.pool
-        held = pool.slots[worker.slot]
+        held = next(iter(pool.scanning(worker)), -1)
         exitcode = worker.end()
         pool.workers[worker.slot] = None
         if not worker.ready:
@@ -451,7 +475,6 @@ class FileScan:
         Made by this process's engine, as one for a file over max_payload_size, so that
         decorators and connectors see it like any other.
         """
-        from stoq_core import Error, Request
 
         for index, how in lost:
             label = self.items[index].label
@@ -460,6 +483,14 @@ class FileScan:
             printer.emit(await stoq.scan_request(request), label)
             tally.failed = True
             advance(label)
+
+
+#: The answer to a request a dead worker held but had not begun: send it to another.
+_AGAIN = ("again", b"")
+
+
+def _busy(worker: _Worker) -> int:
+    return worker.busy
 
 
 def _forget(worker: _Worker, index: int) -> None:
@@ -477,10 +508,10 @@ def _forget(worker: _Worker, index: int) -> None:
         worker.queued = 0
 
 
-def _write(printer: ResponsePrinter, text: str) -> None:
-    """Print a worker's JSON as ``ResponsePrinter.emit`` prints a response."""
+def _write(printer: ResponsePrinter, text: bytes) -> None:
+    """Print a worker's JSON lines as ``ResponsePrinter.emit`` prints a response."""
     try:
-        printer.write(text)
+        printer.write_bytes(text)
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -516,21 +547,28 @@ class PooledStoq(Stoq):
 
 class RequestPool:
     """The workers of ``stoq run --jobs N``: each scans up to ``provider_consumers`` requests at
-    once, as one ``stoq run`` does; the engine's provider loop runs that many times ``jobs``.
+    once, as one ``stoq run`` does, and holds up to ``_PIPELINE`` times that many, so that it
+    never waits for this process between two (a round trip through two pipes and two event
+    loops costs more than a small payload's scan). The engine's provider loop here runs as many
+    consumers as all the workers hold.
 
     :param engine: the parent's engine, whose ``_scan_and_save`` sends requests here.
     """
 
     def __init__(self, engine: PooledStoq, options: EngineOptions, jobs: int) -> None:
         self.engine = engine
-        self.pool = _Pool(options, RUN, jobs)
-        self.waiting: dict[int, tuple[_Worker, asyncio.Future[tuple[str, str]]]] = {}
-        self.locks: dict[int, asyncio.Lock] = {}
+        # Twice as many slots as scans at once: a scan's slot is freed once its answer is
+        # written, and the next scan may start before that.
+        self.pool = _Pool(options, RUN, jobs, width=2 * engine.provider_consumers)
+        #: requests sent and not yet answered: their worker, the bytes sent, their answer
+        self.waiting: dict[int, tuple[_Worker, int, asyncio.Future[tuple[str, bytes]]]] = {}
         self.next_index = 0
         self.closing = False
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.started: Optional[asyncio.Future[None]] = None
-        engine.provider_consumers *= jobs
+        self.concurrency = engine.provider_consumers  #: scans at once in each worker
+        self.answered = asyncio.Event()  #: set when an answer frees room in a worker
+        engine.provider_consumers *= jobs * _PIPELINE
         engine.pool = self
 
     async def start(self) -> None:
@@ -547,8 +585,44 @@ class RequestPool:
     def _start(self, slot: int) -> None:
         assert self.loop is not None
         worker = self.pool.start(slot)
-        self.locks[slot] = asyncio.Lock()
+        # Written without blocking (``_send``): a full task pipe must never stall the loop that
+        # reads the workers' results and runs the providers.
+        os.set_blocking(worker.tasks.fileno(), False)
         self.loop.add_reader(worker.fd, self._readable, worker)
+
+    def _send(self, worker: _Worker, message: bytes) -> None:
+        """Queue ``message`` for ``worker`` framed as ``Connection.recv`` reads it; it is written
+        once this turn of the event loop is over, with the others queued in it (one write and
+        one wake-up of the worker for many: on two busy cores a wake-up per request cost more
+        than the requests' scans), and what the pipe cannot take yet when it has room."""
+        if not worker.outbox:
+            assert self.loop is not None
+            self.loop.call_soon(self._flush, worker)
+        size = len(message)
+        if size <= 0x7FFFFFFF:
+            worker.outbox += size.to_bytes(4, "big", signed=True)
+        else:  # multiprocessing's framing of a message of 2 GiB or more
+            worker.outbox += (-1).to_bytes(4, "big", signed=True) + size.to_bytes(8, "big")
+        worker.outbox += message
+
+    def _flush(self, worker: _Worker) -> None:
+        assert self.loop is not None
+        if not worker.outbox or worker.tasks.closed:  # it died meanwhile
+            return
+        fd = worker.tasks.fileno()
+        try:
+            written = os.write(fd, worker.outbox)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # it died: the end of its result pipe says so
+            worker.outbox.clear()
+            self.loop.remove_writer(fd)
+            return
+        del worker.outbox[:written]
+        if worker.outbox:
+            self.loop.add_writer(fd, self._flush, worker)
+        else:
+            self.loop.remove_writer(fd)
 
     def _readable(self, worker: _Worker) -> None:
         data = os.read(worker.fd, _READ_SIZE)
@@ -566,8 +640,17 @@ class RequestPool:
                         self._set_started()
                 continue
             entry = self.waiting.pop(index, None)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result((tag, text))
+            if entry is not None:
+                holder, size, future = entry
+                holder.busy -= 1
+                holder.queued -= size
+                self.answered.set()
+                if not future.done():
+                    future.set_result((tag.decode(), text))
+
+    def _future(self) -> asyncio.Future[tuple[str, bytes]]:
+        assert self.loop is not None
+        return self.loop.create_future()
 
     def _set_started(self) -> None:
         if self.started is not None and not self.started.done():
@@ -583,14 +666,19 @@ class RequestPool:
     def _died(self, worker: _Worker) -> None:
         assert self.loop is not None
         self.loop.remove_reader(worker.fd)
+        self.loop.remove_writer(worker.tasks.fileno())
+        worker.outbox.clear()
         exitcode = worker.end()
         self.pool.workers[worker.slot] = None
         how = f"worker process {worker.pid} {_how(exitcode)}"
-        for index, (holder, future) in list(self.waiting.items()):
+        self.answered.set()
+        # What it was scanning is reported; what it only held goes to another worker.
+        scanning = self.pool.scanning(worker)
+        for index, (holder, _, future) in list(self.waiting.items()):
             if holder is worker:
                 del self.waiting[index]
                 if not future.done():
-                    future.set_result(("died", how))
+                    future.set_result(("died", how.encode()) if index in scanning else _AGAIN)
         if not worker.ready:
             # Not replaced: one that cannot start would be started again and again.
             self._fail(_never_started(worker, exitcode))
@@ -603,39 +691,37 @@ class RequestPool:
 
         :raises WorkerProcessError: the scan raised in the worker.
         """
-        workers = self.pool.live()
-        if not workers:
-            return await self._not_scanned(request, "no worker process is left")
-        busy = collections.Counter(holder.slot for holder, _ in self.waiting.values())
-        worker = min(workers, key=lambda each: busy[each.slot])
         index = self.next_index
         self.next_index += 1
-        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self.waiting[index] = (worker, future)
         message = pickle.dumps((index, request_data(request)), pickle.HIGHEST_PROTOCOL)
-        try:
-            async with self.locks[worker.slot]:
-                if len(message) <= _DIRECT_SEND:
-                    worker.tasks.send_bytes(message)
-                else:
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, worker.tasks.send_bytes, message
-                    )
-        except OSError:
-            pass  # it died: its pipe's end answers the future
-        tag, text = await future
+        tag, text = _AGAIN
+        while (tag, text) == _AGAIN:  # sent again when a worker died holding it unscanned
+            workers = self.pool.live()
+            if not workers:
+                return await self._not_scanned(request, "no worker process is left")
+            worker = min(workers, key=_busy)
+            # Always room for what it scans at once; past that, only under _HELD_BYTES.
+            if worker.busy >= self.concurrency and worker.queued + len(message) > _HELD_BYTES:
+                self.answered.clear()
+                await self.answered.wait()
+                continue
+            future: asyncio.Future[tuple[str, bytes]] = self._future()
+            self.waiting[index] = (worker, len(message), future)
+            worker.busy += 1
+            worker.queued += len(message)
+            self._send(worker, message)
+            tag, text = await future
         if tag == "died":
-            how = f"the {text} while scanning it"
+            how = f"the {text.decode()} while scanning it"
             self.engine.log.error("a request was not scanned: %s", how)
             return await self._not_scanned(request, how)
         if tag == "raised":
             raise WorkerProcessError(json.loads(text))
-        response = response_from_dict(json.loads(text))
-        unsaved = int(tag[2:])  # "ru<N>"
+        unsaved = int(tag[2:].rstrip("e"))  # "ru<N>", "e" if it holds errors
+        response = _WorkerResponse(text, errors=None if tag.endswith("e") else [])
         return response, (response.errors[-unsaved:] if unsaved else [])
 
     async def _not_scanned(self, request: Request, why: str) -> tuple[StoqResponse, list[Error]]:
-        from stoq_core import Error, Request
 
         names = ", ".join(
             str(p.results.payload_meta.extra_data.get("filename") or p.results.payload_id)
@@ -661,6 +747,7 @@ class RequestPool:
         if self.loop is not None and not self.loop.is_closed():
             for worker in self.pool.live():
                 self.loop.remove_reader(worker.fd)
+                self.loop.remove_writer(worker.tasks.fileno())
         if kill:
             self.pool.abort()
         else:
@@ -672,32 +759,69 @@ class RequestPool:
 
 def response_from_dict(data: dict[str, Any]) -> StoqResponse:
     """The ``StoqResponse`` whose ``to_dict()`` is ``data`` (a worker's JSON, parsed)."""
-    from stoq_core import Error, PayloadMeta, PayloadResults, Request, RequestMeta, StoqResponse
+    response = StoqResponse.__new__(StoqResponse)
+    _fill(response, data)
+    return response
 
+
+class _WorkerResponse(StoqResponse):
+    """A response a worker process made, read from the JSON it wrote (``json_text``) when a
+    field is first used.
+
+    ``stoq run --jobs`` answers every request through this process, whose own work bounds how
+    fast the workers can go: parsing each response back into objects was a quarter of it, and
+    most are only printed (as the worker's JSON, ``ResponsePrinter``) and checked for errors.
+    So only ``errors`` is known at once (empty, when the worker said there were none); the other
+    fields are unset slots, filled from the JSON when first read (``__getattr__`` runs only for
+    an attribute that is not set).
+    """
+
+    __slots__ = ("json_text",)
+    json_text: Optional[bytes]
+
+    def __init__(self, text: bytes, errors: Optional[list[Any]] = None) -> None:
+        self.json_text = text
+        if errors is not None:
+            self.errors = errors
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _RESPONSE_FIELDS:
+            raise AttributeError(name)
+        _fill(self, json.loads(self.json_text or b"{}"))
+        return object.__getattribute__(self, name)
+
+
+def _fill(response: StoqResponse, data: dict[str, Any]) -> None:
     errors = [
         Error(**error) if isinstance(error, dict) and error.keys() == _ERROR_KEYS else error
         for error in data["errors"]
     ]
-    response = StoqResponse(
+    StoqResponse.__init__(
+        response,
         Request([], RequestMeta(**data["request_meta"]), errors),
         time=data["time"],
         decorators=data["decorators"],
         scan_id=data["scan_id"],
     )
-    response.results = [
-        PayloadResults(
-            result["size"],
-            result["payload_id"],
-            PayloadMeta(**result["payload_meta"]),
-            result["plugins_run"],
-            result["extracted_from"],
-            result["extracted_by"],
-            result["workers"],
-            result["archivers"],
+    results = response.results = []
+    for result in data["results"]:
+        results.append(
+            PayloadResults(
+                result["size"],
+                result["payload_id"],
+                PayloadMeta(**result["payload_meta"]),
+                result["plugins_run"],
+                result["extracted_from"],
+                result["extracted_by"],
+                result["workers"],
+                result["archivers"],
+            )
         )
-        for result in data["results"]
-    ]
-    return response
+        results[-1].cached = result.get("cached")
 
 
+#: The slots of StoqResponse's fields, as ``__getattr__`` is asked for them.
+_RESPONSE_FIELDS = frozenset(
+    name for cls in StoqResponse.__mro__ for name in getattr(cls, "__slots__", ())
+) - {"__weakref__"}
 _ERROR_KEYS = {"error", "plugin_name", "payload_id"}

@@ -16,11 +16,11 @@ system call and writes a response to stdout without parsing it::
 ``TEXT`` is compact JSON (never a raw newline). Tags: ``ready`` (index -1, the engine is built),
 ``failed`` (index -1, it could not be built: TEXT is the message), ``skip`` (``stoq scan``: the
 file could not be read; TEXT is why), ``note`` (``stoq scan``: the file is not to be scanned,
-an empty file or a FIFO under a directory; TEXT is why), ``raised`` (``stoq run``: the scan raised; TEXT says
-what), ``r`` followed by flag letters (a response; TEXT is its JSON). The flags: ``e`` the
-response holds errors, ``s`` a payload was scanned, ``w`` a worker ran, ``p`` print it (no
-connector took it), and for ``stoq run`` ``u<N>``: its last N errors are connectors that failed
-to save it.
+an empty file or a FIFO under a directory; TEXT is why), ``raised`` (``stoq run``: the scan
+raised; TEXT says what), ``r`` followed by flags (a response; TEXT is its JSON). ``stoq scan``'s
+flags: ``e`` the response holds errors, ``s`` a payload was scanned, ``w`` a worker ran, ``p``
+print it (no connector took it). ``stoq run``'s: ``u<N>``, its last N errors are connectors
+that failed to save it, then ``e`` if it holds errors.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
+from stoq_core import Error, Payload, PayloadMeta, Request, RequestMeta
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from stoq_cli._home import EngineOptions
-    from stoq_core import Request, Stoq
+    from stoq_core import Stoq
 
 __all__ = ["SCAN", "RUN", "SIGNALS", "request_data", "worker_main"]
 
@@ -68,7 +70,8 @@ def worker_main(
     tasks: Connection,
     results: Connection,
     slots: Any,
-    slot: int,
+    first: int,
+    width: int,
     inherited: tuple[int, ...] = (),
 ) -> None:
     """The target of each worker process.
@@ -76,8 +79,11 @@ def worker_main(
     :param mode: ``SCAN`` or ``RUN``.
     :param tasks: where the parent's tasks arrive (pickled); closed by the parent at the end.
     :param results: the write end of this worker's result pipe (lines, see the module).
-    :param slots: shared integers, one per worker: ``slots[slot]`` holds the index of the file
-        being scanned (-1 between files), so the parent knows which file a dead worker held.
+    :param slots: shared integers: ``slots[first:first + width]`` are this worker's, each holding
+        the index of a file or request being scanned (-1: none), so that the parent knows what
+        a dead worker was scanning.
+    :param width: how many scans run at once (``stoq run``: its concurrency, twice: a slot is
+        freed once the scan's answer is written, and the next may start before).
     :param inherited: descriptors of the parent's a forked worker holds copies of: closed first.
     """
     for fd in inherited:
@@ -96,9 +102,9 @@ def worker_main(
         if stoq is not None:
             _write_all(out, _line(-1, "ready", ""))
             if mode == SCAN:
-                _serve_files(stoq, options, tasks, out, slots, slot)
+                _serve_files(stoq, options, tasks, out, slots, first)
             else:
-                asyncio.run(_serve_requests(stoq, options, tasks, out))
+                asyncio.run(_serve_requests(stoq, options, tasks, out, slots, first, width))
     except BrokenPipeError:
         code = 1  # the parent has gone: nothing is left to report to
     except BaseException as exc:  # a bug here: the parent reports the exit, this says why
@@ -195,11 +201,23 @@ async def _scan_files(
         slots[slot] = -1
 
 
-async def _serve_requests(stoq: Stoq, options: EngineOptions, tasks: Connection, out: int) -> None:
-    """``stoq run``: scan each request as it arrives, as many at once as the parent sends."""
+async def _serve_requests(
+    stoq: Stoq,
+    options: EngineOptions,
+    tasks: Connection,
+    out: int,
+    slots: Any,
+    first: int,
+    width: int,
+) -> None:
+    """``stoq run``: scan the requests as they arrive, ``width // 2`` at once."""
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
+    # The parent sends more than this worker scans at once (so that it never waits for the
+    # parent between two): the rest wait here, as they would in one process's queue.
+    at_once = asyncio.Semaphore(max(1, width // 2))
+    answer = _Answers(loop, out, slots, range(first, first + width))
 
     def readable() -> None:
         try:
@@ -208,7 +226,7 @@ async def _serve_requests(stoq: Stoq, options: EngineOptions, tasks: Connection,
             loop.remove_reader(tasks.fileno())
             finished.set()
             return
-        task = loop.create_task(_scan_request(stoq, options, index, data, out))
+        task = loop.create_task(_scan_request(stoq, options, index, data, answer, at_once))
         running.add(task)
         task.add_done_callback(running.discard)
 
@@ -216,22 +234,75 @@ async def _serve_requests(stoq: Stoq, options: EngineOptions, tasks: Connection,
     await finished.wait()
     while running:
         await asyncio.gather(*running)
+    answer.flush()
+
+
+class _Answers:
+    """``stoq run``'s answers, written to the parent once per turn of the event loop: one
+    write and one wake-up of the parent for all the scans that ended in it.
+
+    Each scan holds a shared slot with its request's index from its start until its answer is
+    written: a request whose worker dies holding it is reported if it was being scanned (it may
+    be what killed the worker), and sent to another worker if not.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, out: int, slots: Any, mine: range) -> None:
+        self.loop = loop
+        self.out = out
+        self.slots = slots
+        self.free = list(reversed(mine))
+        self.lines: list[bytes] = []
+        self.done: list[int] = []  #: slots to free once the lines are written
+
+    def begin(self, index: int) -> Optional[int]:
+        """Note that ``index`` is being scanned; the slot it takes (None: none left)."""
+        if not self.free:
+            return None
+        slot = self.free.pop()
+        self.slots[slot] = index
+        return slot
+
+    def __call__(self, line: bytes, slot: Optional[int]) -> None:
+        if not self.lines:
+            self.loop.call_soon(self.flush)
+        self.lines.append(line)
+        if slot is not None:
+            self.done.append(slot)
+
+    def flush(self) -> None:
+        lines, self.lines = self.lines, []
+        if lines:
+            _write_all(self.out, b"".join(lines))
+        for slot in self.done:
+            self.slots[slot] = -1
+        self.free.extend(self.done)
+        self.done.clear()
 
 
 async def _scan_request(
-    stoq: Stoq, options: EngineOptions, index: int, data: dict[str, Any], out: int
+    stoq: Stoq,
+    options: EngineOptions,
+    index: int,
+    data: dict[str, Any],
+    answer: _Answers,
+    at_once: asyncio.Semaphore,
 ) -> None:
     from stoq_core.helpers import dumps
 
-    try:
-        # The engine's own step, connectors included: its second value is the connectors that
-        # failed to save, which the parent's provider loop needs (``QueueItem.on_done``).
-        response, unsaved = await stoq._scan_and_save(_request_from(data), options.start_dispatch)
-    except Exception as exc:
-        _write_all(out, _line(index, "raised", dumps(f"{type(exc).__name__}: {exc}", indent=None)))
-        return
-    text = dumps(response.to_dict(), indent=None)
-    _write_all(out, _line(index, f"ru{len(unsaved)}", text))
+    async with at_once:
+        slot = answer.begin(index)
+        try:
+            # The engine's own step, connectors included: its second value is the connectors
+            # that failed to save, which the parent's provider loop needs (QueueItem.on_done).
+            response, unsaved = await stoq._scan_and_save(
+                _request_from(data), options.start_dispatch
+            )
+        except Exception as exc:
+            text = dumps(f"{type(exc).__name__}: {exc}", indent=None)
+            answer(_line(index, "raised", text), slot)
+            return
+    tag = f"ru{len(unsaved)}{'e' if response.errors else ''}"
+    answer(_line(index, tag, dumps(response.to_dict(), indent=None)), slot)
 
 
 def request_data(request: Request) -> dict[str, Any]:
@@ -255,8 +326,6 @@ def request_data(request: Request) -> dict[str, Any]:
 
 
 def _request_from(data: dict[str, Any]) -> Request:
-    from stoq_core import Error, Payload, PayloadMeta, Request, RequestMeta
-
     payloads = [
         Payload(content, PayloadMeta(**meta), extracted_by, extracted_from, payload_id)
         for content, meta, payload_id, extracted_by, extracted_from in data["payloads"]

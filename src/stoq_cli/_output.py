@@ -95,6 +95,19 @@ class ResponsePrinter:
             out.write(text + "\n")
             out.flush()
 
+    def write_bytes(self, lines: bytes) -> None:
+        """Write ``lines``, UTF-8 JSON without the last newline, as ``write`` writes text: to
+        the binary layer under the results stream when there is one (no decoding, no encoding
+        again), after what the text layer holds."""
+        buffer = getattr(self._out(), "buffer", None) if self._write is None else None
+        if buffer is None:
+            self.write(lines.decode("utf-8", "surrogateescape"))
+            return
+        out = self._out()
+        out.flush()
+        buffer.write(lines + b"\n")
+        buffer.flush()
+
     def emit(self, response: StoqResponse, label: Optional[str] = None) -> None:
         """Print ``response`` unless connectors took it.
 
@@ -119,6 +132,12 @@ class ResponsePrinter:
         elif self._summary is not None:
             self._summary.print(response, label)
         else:
+            # A response made in a --jobs worker process carries the JSON the worker wrote:
+            # printed as it is, the response is not encoded a second time here.
+            text = getattr(response, "json_text", None)
+            if text is not None and not self.indent:
+                self.write_bytes(text)
+                return
             from stoq_core.helpers import dumps
 
             self.write(dumps(response.to_dict(), indent=4 if self.indent else None))

@@ -272,17 +272,19 @@ def test_run_with_jobs_scans_each_queued_payload_once_in_workers(stoq: StoqRunne
 def test_run_with_jobs_reports_a_dead_worker_and_goes_on(stoq: StoqRunner) -> None:
     done = stoq(
         "run", "-P", "cli_burst", "-a", "cli_jobs_exit", "--jobs", "2",
-        "--plugin-opts", "cli_burst:count=12", "cli_jobs_exit:on=payload 5",
+        "--plugin-opts", "cli_burst:count=60", "cli_jobs_exit:on=payload 5",
     )  # fmt: skip
 
     assert done.code == 1
     responses = done.lines()
-    assert len(responses) == 12
+    assert len(responses) == 60
     lost = [r for r in responses if not r["results"]]
-    # The dead worker may have held another request besides "payload 5": each is reported.
+    # Each worker holds up to 16 requests (it never waits for stoq between two) and scans 2
+    # at once: what it was scanning when it died is reported (payload 5, and maybe the one
+    # beside it); what it only held is scanned by another worker.
     assert 1 <= len(lost) <= 2
     assert all("exited with code 3" in r["errors"][-1]["error"] for r in lost)
-    assert sum(bool(r["results"]) for r in responses) == 12 - len(lost)
+    assert sum(bool(r["results"]) for r in responses) == 60 - len(lost)
 
 
 def test_ctrl_c_drains_a_run_with_jobs_and_leaves_no_process(
