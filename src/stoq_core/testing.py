@@ -20,6 +20,13 @@ Opt in from a ``conftest.py`` (or a test module)::
 ``stoq_with`` loads the plugin through its entry point, exactly as ``stoq scan`` would, so a
 test also proves the distribution's packaging. A class not yet installed can be given with
 ``plugin=MyPlugin`` instead; it then takes the same registration path under that name.
+
+``stoq_command`` runs the installed ``stoq`` script in a child process, for a plugin's own
+command or a scan through the real command line::
+
+    def test_my_command(stoq_command):
+        done = stoq_command("mything", "--flag")
+        assert done.code == 0 and done.lines() == [...]
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,16 +58,24 @@ from stoq_core.data_classes import (
 from stoq_core.engine import Stoq
 
 __all__ = [
+    "CommandResult",
     "HookOutcome",
+    "StoqCommand",
     "call_hook",
     "make_payload",
     "make_request",
     "publish_plugins",
     "published",
     "scan_sync",
+    "stoq_command",
+    "stoq_script",
     "stoq_with",
     "write_distribution",
 ]
+
+#: Folders ``published`` has put on ``sys.path`` (innermost first): a ``stoq`` the test starts
+#: (``StoqCommand``) gets them on its ``PYTHONPATH``.
+_published_paths: list[str] = []
 
 
 def make_payload(
@@ -121,12 +140,14 @@ def published(*paths: str | Path) -> Iterator[None]:
     """
     added = [str(path) for path in paths]
     sys.path[:0] = added
+    _published_paths[:0] = added
     refresh_entry_points()
     try:
         yield
     finally:
         for entry in added:
             sys.path.remove(entry)
+            _published_paths.remove(entry)
         refresh_entry_points()
 
 
@@ -224,3 +245,93 @@ def publish_plugins(tmp_path: Path) -> Iterator[Callable[..., Path]]:
             return site
 
         yield publish
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+@attrs.define
+class CommandResult:
+    """A finished ``stoq`` command: its exit code, stdout and stderr (text)."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout as one JSON document (``stoq scan FILE``)."""
+        return json.loads(self.out)
+
+    def lines(self) -> list[Any]:
+        """stdout as JSON lines (``stoq scan DIR``, ``stoq run``)."""
+        return [json.loads(line) for line in self.out.splitlines()]
+
+
+@attrs.define
+class StoqCommand:
+    """Runs the installed ``stoq`` script in a child process, as a user runs it: a plugin's
+    own command (``stoq.commands``) or a scan with it, tested through the real command line.
+
+    Plugins published in the test (``publish_plugins``, ``published``) are on the child's
+    ``PYTHONPATH``, ahead of the environment's.
+
+    :param home: the child's ``$STOQ_HOME`` (``stoq`` creates it on first use).
+    :param cwd: its working directory.
+    :param env: its environment.
+    """
+
+    home: Path
+    cwd: Path
+    env: dict[str, str]
+
+    def command(self, *args: str) -> list[str]:
+        """The argument list that runs ``stoq ARGS`` (for ``subprocess.Popen`` and the like)."""
+        return [stoq_script(), *args]
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: ``env``, with the published plugins and ``$STOQ_HOME``."""
+        env = dict(self.env)
+        paths = [*_published_paths, *filter(None, [env.get("PYTHONPATH")])]
+        if paths:
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["STOQ_HOME"] = str(self.home)
+        return env
+
+    def __call__(
+        self, *args: str, stdin: Optional[bytes] = None, timeout: float = 60
+    ) -> CommandResult:
+        """Run ``stoq ARGS`` to its end (``stdin``: bytes to pipe in, else none)."""
+        done = subprocess.run(
+            self.command(*args),
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=self.environment(),
+            cwd=self.cwd,
+            timeout=timeout,
+        )
+        return CommandResult(
+            done.returncode,
+            done.stdout.decode("utf-8", "replace"),
+            done.stderr.decode("utf-8", "replace"),
+        )
+
+
+def stoq_script() -> str:
+    """The ``stoq`` script beside the running interpreter (the one under test), else on PATH."""
+    beside = Path(sys.executable).parent / "stoq"
+    found = str(beside) if beside.is_file() else shutil.which("stoq")
+    if found is None:
+        pytest.fail("the stoq console script is not installed: pip install stoq-core")
+    return found
+
+
+@pytest.fixture
+def stoq_command(tmp_path: Path) -> StoqCommand:
+    """``stoq_command("scan", path, "-s", "mything")`` -> ``CommandResult``: the installed
+    ``stoq`` in a child process with a ``$STOQ_HOME`` of its own and an empty working directory,
+    both under ``tmp_path``."""
+    cwd = tmp_path / "stoq-cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("STOQ_HOME", "PYTHONSTARTUP")}
+    return StoqCommand(tmp_path / "stoq-home", cwd, env)

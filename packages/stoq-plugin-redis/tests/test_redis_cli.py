@@ -10,67 +10,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from conftest import TESTS, RedisServer, free_port
 
-
-@dataclass
-class Done:
-    """A finished ``stoq`` process."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def lines(self) -> list[Any]:
-        """stdout as JSON lines."""
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-@dataclass
-class Stoq:
-    """Runs the ``stoq`` script beside this interpreter with the test's home and plugins."""
-
-    home: Path
-    cwd: Path
-    env: dict[str, str]
-
-    def command(self, *args: str) -> list[str]:
-        return [str(Path(sys.executable).parent / "stoq"), *args]
-
-    def __call__(self, *args: str, timeout: float = 60) -> Done:
-        done = subprocess.run(
-            self.command(*args),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=self.env,
-            cwd=self.cwd,
-            timeout=timeout,
-        )
-        return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+from stoq_core.testing import CommandResult, StoqCommand
 
 
 @pytest.fixture
-def stoq(tmp_path: Path, plugin_site: Path) -> Stoq:
-    """``stoq(*args)``: a home of its own (not created), the test plugins on PYTHONPATH."""
-    if not (Path(sys.executable).parent / "stoq").is_file():
-        pytest.fail("the stoq console script is not installed beside this Python")
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("STOQ_HOME", "PYTHONSTARTUP")}
-    python_path = [str(plugin_site), str(TESTS), *filter(None, [env.get("PYTHONPATH")])]
-    env.update(STOQ_HOME=str(tmp_path / "stoq-home"), PYTHONPATH=os.pathsep.join(python_path))
-    return Stoq(home=tmp_path / "stoq-home", cwd=cwd, env=env)
+def stoq(stoq_command: StoqCommand, plugin_site: Path) -> StoqCommand:
+    """The installed ``stoq`` (``stoq_core.testing``), with the test plugins on PYTHONPATH."""
+    paths = [str(plugin_site), str(TESTS), *filter(None, [stoq_command.env.get("PYTHONPATH")])]
+    stoq_command.env["PYTHONPATH"] = os.pathsep.join(paths)
+    return stoq_command
 
 
 @pytest.fixture
@@ -84,7 +39,9 @@ def samples(tmp_path: Path) -> Path:
     return directory
 
 
-def worker(stoq: Stoq, server: RedisServer, *more: str, timeout: float = 90) -> Done:
+def worker(
+    stoq: StoqCommand, server: RedisServer, *more: str, timeout: float = 90
+) -> CommandResult:
     """``stoq run -P redis -C redis -a sleepy`` until the queue has been idle for a moment."""
     return stoq(
         "run", "-P", "redis", "-C", "redis", "-a", "sleepy", *more,
@@ -94,7 +51,7 @@ def worker(stoq: Stoq, server: RedisServer, *more: str, timeout: float = 90) -> 
     )  # fmt: skip
 
 
-def one_line_error(done: Done) -> str:
+def one_line_error(done: CommandResult) -> str:
     assert done.code == 2, done.err
     assert done.out == ""
     assert len(done.err.splitlines()) == 1, done.err
@@ -106,7 +63,7 @@ def one_line_error(done: Done) -> str:
 
 
 def test_submit_prints_one_task_id_per_file_and_the_count_on_stderr(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     done = stoq("submit", str(samples), "--url", server.url)
 
@@ -119,7 +76,7 @@ def test_submit_prints_one_task_id_per_file_and_the_count_on_stderr(
 
 
 def test_submitted_files_are_scanned_by_a_worker_and_printed_by_results(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     task_ids = stoq("submit", str(samples), "--url", server.url).out.split()
 
@@ -142,12 +99,12 @@ def test_submitted_files_are_scanned_by_a_worker_and_printed_by_results(
 
 
 def test_submit_wait_prints_each_result_as_a_worker_saves_it(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     waiting = subprocess.Popen(
         stoq.command("submit", str(samples), "--url", server.url, "--wait", "--timeout", "60"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+        env=stoq.environment(), cwd=stoq.cwd,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -170,13 +127,13 @@ def _results(db: redis.Redis) -> list[dict[bytes, bytes]]:
 
 
 def test_submit_wait_exits_1_when_a_scan_reported_errors(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     waiting = subprocess.Popen(
         stoq.command("submit", str(samples / "a.txt"), "--url", server.url, "--wait",
                      "--timeout", "60"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+        env=stoq.environment(), cwd=stoq.cwd,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -194,7 +151,7 @@ def test_submit_wait_exits_1_when_a_scan_reported_errors(
 
 
 def test_submit_wait_gives_up_after_its_timeout_with_exit_1(
-    stoq: Stoq, server: RedisServer, samples: Path
+    stoq: StoqCommand, server: RedisServer, samples: Path
 ) -> None:
     done = stoq("submit", str(samples / "a.txt"), "--url", server.url, "--wait", "--timeout", "0.3")
 
@@ -204,14 +161,14 @@ def test_submit_wait_gives_up_after_its_timeout_with_exit_1(
 
 
 def test_results_follow_prints_a_result_saved_after_it_started(
-    stoq: Stoq, server: RedisServer, samples: Path
+    stoq: StoqCommand, server: RedisServer, samples: Path
 ) -> None:
     stoq("submit", str(samples / "a.txt"), "--url", server.url)
     worker(stoq, server)  # an old result, which --follow does not print
     following = subprocess.Popen(
         stoq.command("results", "--follow", "--url", server.url),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+        env=stoq.environment(), cwd=stoq.cwd,
     )  # fmt: skip
     try:
         time.sleep(1.0)  # it has read where the stream ends
@@ -229,14 +186,14 @@ def test_results_follow_prints_a_result_saved_after_it_started(
 
 
 def test_results_from_start_with_follow_prints_the_stored_results_first(
-    stoq: Stoq, server: RedisServer, samples: Path
+    stoq: StoqCommand, server: RedisServer, samples: Path
 ) -> None:
     [task_id] = stoq("submit", str(samples / "a.txt"), "--url", server.url).out.split()
     worker(stoq, server)
     following = subprocess.Popen(
         stoq.command("results", "--follow", "--from-start", "--url", server.url),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+        env=stoq.environment(), cwd=stoq.cwd,
     )  # fmt: skip
     try:
         assert following.stdout is not None
@@ -249,7 +206,7 @@ def test_results_from_start_with_follow_prints_the_stored_results_first(
 
 
 def test_the_url_comes_from_the_redis_section_of_stoq_cfg(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     stoq.home.mkdir()
     (stoq.home / "stoq.cfg").write_text(f"[redis]\nurl = {server.url}\nstream = lab:tasks\n")
@@ -264,7 +221,7 @@ def test_the_url_comes_from_the_redis_section_of_stoq_cfg(
 
 
 def test_run_with_two_consumers_shares_a_batch_between_two_processes(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, tmp_path: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, tmp_path: Path
 ) -> None:
     files = tmp_path / "batch"
     files.mkdir()
@@ -290,7 +247,7 @@ def _dead_letters(db: redis.Redis) -> list[dict[bytes, bytes]]:
 
 
 def test_one_garbled_message_among_a_thousand_costs_only_itself(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, tmp_path: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, tmp_path: Path
 ) -> None:
     # It once crashed every worker that read it, and the tasks queued behind it were
     # dead-lettered unscanned after a few restarts.
@@ -340,7 +297,7 @@ def test_one_garbled_message_among_a_thousand_costs_only_itself(
     ],
 )
 def test_a_malformed_message_is_dead_lettered_at_once_while_the_worker_goes_on(
-    stoq: Stoq,
+    stoq: StoqCommand,
     server: RedisServer,
     db: redis.Redis,
     samples: Path,
@@ -380,7 +337,7 @@ def _unreadable_results(db: redis.Redis) -> tuple[list[str], list[str]]:
 
 
 def test_results_reports_an_entry_it_cannot_read_and_prints_the_rest(
-    stoq: Stoq, server: RedisServer, db: redis.Redis
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis
 ) -> None:
     good, bad = _unreadable_results(db)
 
@@ -396,13 +353,13 @@ def test_results_reports_an_entry_it_cannot_read_and_prints_the_rest(
 
 
 def test_results_follow_reports_an_entry_it_cannot_read_and_goes_on(
-    stoq: Stoq, server: RedisServer, db: redis.Redis
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis
 ) -> None:
     good, bad = _unreadable_results(db)
     following = subprocess.Popen(
         stoq.command("results", "--follow", "--from-start", "--url", server.url),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=stoq.env, cwd=stoq.cwd,
+        env=stoq.environment(), cwd=stoq.cwd,
     )  # fmt: skip
     try:
         assert following.stdout is not None
@@ -421,7 +378,7 @@ def test_results_follow_reports_an_entry_it_cannot_read_and_goes_on(
 
 
 def test_submit_of_a_missing_file_is_a_one_line_error_and_sends_nothing(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     done = stoq("submit", str(samples / "a.txt"), "nope.txt", "--url", server.url)
 
@@ -430,7 +387,9 @@ def test_submit_of_a_missing_file_is_a_one_line_error_and_sends_nothing(
     assert db.exists("stoq:tasks") == 0
 
 
-def test_submit_to_an_unreachable_redis_is_a_one_line_error(stoq: Stoq, samples: Path) -> None:
+def test_submit_to_an_unreachable_redis_is_a_one_line_error(
+    stoq: StoqCommand, samples: Path
+) -> None:
     done = stoq("submit", str(samples), "--url", f"redis://127.0.0.1:{free_port()}/0")
 
     assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
@@ -438,14 +397,14 @@ def test_submit_to_an_unreachable_redis_is_a_one_line_error(stoq: Stoq, samples:
 
 @pytest.mark.parametrize("follow", [[], ["--follow"]])
 def test_results_from_an_unreachable_redis_is_a_one_line_error(
-    stoq: Stoq, follow: list[str]
+    stoq: StoqCommand, follow: list[str]
 ) -> None:
     done = stoq("results", *follow, "--url", f"redis://127.0.0.1:{free_port()}/0")
 
     assert "cannot reach Redis at redis://127.0.0.1:" in one_line_error(done)
 
 
-def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: Stoq) -> None:
+def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: StoqCommand) -> None:
     done = stoq("results", "--url", "http://example.org")
 
     assert "must start with redis://, rediss:// or unix://" in one_line_error(done)
@@ -462,7 +421,7 @@ def test_a_url_that_is_not_redis_is_a_one_line_error(stoq: Stoq) -> None:
     ],
 )
 def test_a_bad_url_is_a_one_line_usage_error_without_its_password(
-    stoq: Stoq, samples: Path, command: str, url: str, message: str
+    stoq: StoqCommand, samples: Path, command: str, url: str, message: str
 ) -> None:
     args = [str(samples)] if command == "submit" else []
 
@@ -473,7 +432,7 @@ def test_a_bad_url_is_a_one_line_usage_error_without_its_password(
 
 
 def test_submit_of_an_empty_directory_is_a_one_line_error(
-    stoq: Stoq, server: RedisServer, tmp_path: Path
+    stoq: StoqCommand, server: RedisServer, tmp_path: Path
 ) -> None:
     (tmp_path / "empty").mkdir()
 
@@ -491,18 +450,20 @@ def test_submit_of_an_empty_directory_is_a_one_line_error(
         (["submit", "x", "--wait", "--timeout", "nan"], "nan is not a finite number of seconds"),
     ],
 )
-def test_bad_command_lines_are_one_line_errors(stoq: Stoq, args: list[str], message: str) -> None:
+def test_bad_command_lines_are_one_line_errors(
+    stoq: StoqCommand, args: list[str], message: str
+) -> None:
     assert message in one_line_error(stoq(*args))
 
 
-def test_a_bad_stoq_cfg_is_a_one_line_error(stoq: Stoq, samples: Path) -> None:
+def test_a_bad_stoq_cfg_is_a_one_line_error(stoq: StoqCommand, samples: Path) -> None:
     stoq.home.mkdir()
     (stoq.home / "stoq.cfg").write_text("[redis\nurl = x\n")
 
     assert "is not a valid stoq.cfg" in one_line_error(stoq("submit", str(samples)))
 
 
-def test_stoq_help_lists_the_commands_as_the_plugins(stoq: Stoq) -> None:
+def test_stoq_help_lists_the_commands_as_the_plugins(stoq: StoqCommand) -> None:
     done = stoq("--help")
 
     assert done.code == 0, done.err
@@ -515,7 +476,7 @@ def test_stoq_help_lists_the_commands_as_the_plugins(stoq: Stoq) -> None:
 
 
 def test_submit_skips_empty_files_under_a_directory_as_scan_does(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     empty = samples / "deeper" / "empty.txt"
     empty.touch()
@@ -532,7 +493,7 @@ def test_submit_skips_empty_files_under_a_directory_as_scan_does(
 
 
 def test_submit_allow_empty_submits_empty_files(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, samples: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, samples: Path
 ) -> None:
     (samples / "empty.txt").touch()
 
@@ -544,7 +505,7 @@ def test_submit_allow_empty_submits_empty_files(
 
 
 def test_submit_of_a_named_empty_file_is_refused_as_by_scan(
-    stoq: Stoq, server: RedisServer, db: redis.Redis, tmp_path: Path
+    stoq: StoqCommand, server: RedisServer, db: redis.Redis, tmp_path: Path
 ) -> None:
     empty = tmp_path / "empty.bin"
     empty.touch()
