@@ -62,12 +62,13 @@ _BATCH = 64  #: most files sent to a worker in one message
 _FIRST_BATCH = 4  #: a worker's first batch; each next one is 4 times larger, up to _BATCH
 _PREFILL = 8  #: batches each worker is given at once while this process loads its own engine
 _QUEUED = 4  #: batches each worker holds afterwards, so that none waits for this process
-#: Task bytes a worker may hold unread; with a batch below _BATCH_BYTES, the sum stays under a
-#: pipe's smallest size (64 KiB), so a send never blocks this process. A blocking send could
-#: deadlock with a worker blocked writing a large response to the result pipe this process
-#: would then not be reading.
-_TASK_ROOM = 32 << 10
-_BATCH_BYTES = 16 << 10
+#: Task bytes a worker may hold unread, and a batch's: with the batch's last file (a path and
+#: its directory, each at most 4,095 bytes, 3 bytes each as pickle writes an undecodable one)
+#: the sum stays under a pipe's smallest size (64 KiB), so a send never blocks this process.
+#: A blocking send could deadlock with a worker blocked writing a large response to the result
+#: pipe this process would then not be reading.
+_TASK_ROOM = 24 << 10
+_BATCH_BYTES = 12 << 10
 _GATHER = 0.002  #: seconds ``stoq scan`` lets its workers' lines gather between two reads
 #: What the fork server imports for every worker (``stoq_cli.main``: multiprocessing runs the
 #: ``stoq`` script again in each worker, which imports it).
@@ -312,6 +313,7 @@ class FileScan:
         """Up to ``size`` files to send next (fewer past _BATCH_BYTES), as indices."""
         batch: list[int] = []
         cost = 0
+        directory: Optional[str] = None
         while len(batch) < size and cost < _BATCH_BYTES:
             if self.pending:
                 index = self.pending.popleft()
@@ -326,10 +328,14 @@ class FileScan:
                 self.found += 1
                 self.items[index] = item
             batch.append(index)
-            # At most what pickle writes for it: 3 bytes a character (an undecodable byte in a
-            # name is a surrogate, which pickle writes as 3) and a tuple's framing; the source
-            # directory is the same object for a directory's files, which pickle writes once.
-            cost += 3 * len(self.items[index].path or "") + 16
+            # What pickle writes for it (UTF-8, an undecodable byte as a 3-byte surrogate) and
+            # a tuple's framing; a directory's files share one source_dir object, which pickle
+            # writes once.
+            item = self.items[index]
+            cost += len((item.path or "").encode("utf-8", "surrogatepass")) + 24
+            if item.source_dir is not directory and item.source_dir is not None:
+                directory = item.source_dir
+                cost += len(directory.encode("utf-8", "surrogatepass")) + 8
         return batch
 
     def _feed(self, depth: int = _QUEUED) -> None:
