@@ -97,6 +97,7 @@ def worker_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     out = results.fileno()
     code = 0
+    stoq = None
     try:
         stoq = _build(options, mode, out)
         if stoq is not None:
@@ -112,6 +113,11 @@ def worker_main(
               file=sys.stderr)  # fmt: skip
         code = 1
     finally:
+        if stoq is not None:
+            try:
+                stoq.close()  # the result cache's last entries: os._exit below skips exit's
+            except Exception:
+                pass
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

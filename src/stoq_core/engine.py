@@ -432,6 +432,17 @@ class Stoq(Providers):
         response.errors.extend(failed)
         return failed
 
+    def close(self) -> None:
+        """Write out what this engine keeps between scans: the result cache's entries not yet
+        stored (it writes them in batches) are written, and its backend is closed.
+
+        An interpreter's normal exit does this by itself; a process that ends without it
+        (``os._exit``, as each ``--jobs`` worker does) calls it first, or its last results are
+        not cached. Scanning after ``close`` works, the cache reconnecting on first use.
+        """
+        if self._calls.cache is not None:
+            self._calls.cache.close()
+
     # -- responses -------------------------------------------------------------------------
 
     def plugin_timings(self, response: StoqResponse) -> list[PluginTiming]:

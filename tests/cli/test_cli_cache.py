@@ -73,3 +73,25 @@ def test_consumers_pass_the_cache_flag_to_each_child() -> None:
     assert "--cache" in child_arguments(EngineOptions(cache=True))
     assert "--no-cache" in child_arguments(EngineOptions(cache=False))
     assert not {"--cache", "--no-cache"} & set(child_arguments(EngineOptions()))
+
+
+def test_with_jobs_every_format_keeps_the_cached_mark(stoq: StoqRunner, tmp_path: Path) -> None:
+    # Each worker process writes its cache entries before it ends (it ends with os._exit, which
+    # skips exit's handlers); its responses are rebuilt here for jsonl: the mark must survive.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for index in range(6):
+        (tree / f"f{index}").write_bytes(f"part a|part {index}".encode())
+    stoq("scan", str(tree), "-s", "cli_carve", "--cache", "--jobs", "2")
+
+    lines = stoq(
+        "scan", str(tree), "-s", "cli_carve", "--cache", "--jobs", "2", "--format", "jsonl"
+    )
+    jsonl = [line["results"][0] for line in lines.lines()]
+    jsonl = [result for result in jsonl if not result["extracted_from"]]  # the files
+    compact = stoq("scan", str(tree), "-s", "cli_carve", "--cache", "--jobs", "2").lines()
+
+    assert lines.code == 0, lines.err
+    assert len(jsonl) == len(compact) == 6
+    assert all(list(line["cached"]) == ["cli_carve"] for line in jsonl)
+    assert all(list(r["results"][0]["cached"]) == ["cli_carve"] for r in compact)

@@ -343,6 +343,28 @@ def test_a_cache_file_that_is_not_a_database_is_a_miss_not_an_error(
     assert response.errors == [] and response.results[0].workers["counting"]["label"] == "one"
 
 
+def test_close_writes_the_entries_kept_in_memory(
+    cached_stoq: Callable[..., Stoq], calls: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    stoq = cached_stoq()
+    for index in range(3):  # fewer than a batch: kept in memory, not yet in the file
+        scan(stoq, f"payload {index}".encode(), ["counting"])
+    database = tmp_path / "home" / "cache" / "results.sqlite3"
+
+    def rows() -> int:
+        with sqlite3.connect(database) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM results").fetchone()
+        return int(count)
+
+    assert rows() == 0
+    stoq.close()
+    assert rows() == 3
+    scan(stoq, b"payload 0", ["counting"])  # still usable: a hit, from the file
+    assert calls["counting"] == 3
+
+
 # -- several processes -------------------------------------------------------------------------
 
 _PROCESS = """
