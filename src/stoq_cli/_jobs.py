@@ -102,6 +102,12 @@ class _Worker:
         self.fd = results.fileno()
         self.slot = slot
         self.ready = False
+        #: it wrote something that is not a line of ours (a plugin writing to a descriptor
+        #: that is not its own): it is stopped, and what it held is dealt with as for a death
+        self.garbled = False
+        #: ``stoq scan``: the file it had not answered when its output went wrong (answers
+        #: come in order: the one being scanned when the plugin wrote there)
+        self.culprit = -1
         self.partial = b""  #: the start of a line not yet read whole
         #: ``stoq scan``: indices sent and not yet answered, in the order sent
         self.files: collections.deque[int] = collections.deque()
@@ -118,21 +124,42 @@ class _Worker:
     def pid(self) -> int:
         return self.process.pid or 0
 
-    def lines(self, data: bytes) -> list[tuple[int, bytes, bytes]]:
+    def lines(self, data: bytes, expected: Callable[[int], bool]) -> list[tuple[int, bytes, bytes]]:
         """The whole lines in ``data`` (and what came before it), as (index, tag, text).
 
         Bytes, never decoded here: a response printed as the worker wrote it is never parsed,
-        nor decoded and encoded again.
+        nor decoded and encoded again. A line that is not one of ours, or answers an index
+        ``expected`` does not know, stops the reading: ``garbled`` is set, the lines before it
+        are returned, and nothing the worker writes afterwards is read.
         """
+        if self.garbled:
+            return []
         chunk = self.partial + data if self.partial else data
         end = chunk.rfind(b"\n") + 1
         self.partial = chunk[end:]
         found = []
         # Split on LF only: JSON leaves no raw LF inside its text.
         for line in chunk[: end - 1].split(b"\n") if end else ():
-            index, tag, text = line.split(b"\t", 2)
-            found.append((int(index), tag, text))
+            try:
+                head, tag, text = line.split(b"\t", 2)
+                index = int(head)
+            except ValueError:
+                index = -2
+            if index < -1 or (index >= 0 and not expected(index)):
+                self.garbled = True
+                break
+            found.append((index, tag, text))
         return found
+
+    def holds(self, index: int) -> bool:
+        """``stoq scan``: ``index`` was sent to it and not yet answered."""
+        files = self.files
+        return bool(files) and (files[0] == index or index in files)
+
+    def stop_garbled(self) -> None:
+        """It wrote what is not a line of ours: stop it; the end of its result pipe follows."""
+        if self.process.is_alive():
+            self.process.kill()
 
     def end(self) -> Optional[int]:
         """Wait for the process to be gone (its result pipe is closed); its exit code."""
@@ -265,6 +292,15 @@ def _started(worker: _Worker, tag: bytes, text: bytes) -> None:
     worker.ready = True
 
 
+def _how_worker_ended(worker: _Worker, exitcode: Optional[int]) -> str:
+    if worker.garbled:
+        return (
+            f"worker process {worker.pid} wrote output that is not stoq's (a plugin writing to "
+            "a descriptor not its own?) and was stopped"
+        )
+    return f"worker process {worker.pid} {_how(exitcode)}"
+
+
 def _never_started(worker: _Worker, exitcode: Optional[int]) -> CliError:
     return CliError(
         f"a worker process (pid {worker.pid}) {_how(exitcode)} before it was ready",
@@ -298,6 +334,8 @@ class FileScan:
         self.items: dict[int, Input] = {}
         #: files to send before the walk's next: those a dead worker held
         self.pending: collections.deque[int] = collections.deque()
+        #: files sent again after a worker's output went wrong (see ``_died``)
+        self.retried: set[int] = set()
 
     def abort(self) -> None:
         """Kill the workers (Ctrl-C, or the command failed)."""
@@ -429,13 +467,16 @@ class FileScan:
                     data = os.read(worker.fd, _READ_SIZE)
                     if data:
                         answers = []
-                        for index, tag, text in worker.lines(data):
+                        for index, tag, text in worker.lines(data, worker.holds):
                             if index < 0:
                                 _started(worker, tag, text)
                             else:
                                 _forget(worker, index)
                                 answers.append((index, tag, text))
                         take(answers)
+                        if worker.garbled and worker.process.is_alive():
+                            worker.culprit = worker.files[0] if worker.files else -1
+                            worker.stop_garbled()
                         continue
                     selector.unregister(worker.fd)
                     new = self._died(worker, lost, warn)
@@ -453,18 +494,25 @@ class FileScan:
     ) -> Optional[_Worker]:
         """A worker's result pipe ended before its work: note the file it held, share the rest."""
         pool = self.pool
-        held = next(iter(pool.scanning(worker)), -1)
+        held = worker.culprit if worker.garbled else next(iter(pool.scanning(worker)), -1)
         exitcode = worker.end()
         pool.workers[worker.slot] = None
         if not worker.ready:
             raise _never_started(worker, exitcode)
-        how = f"worker process {worker.pid} {_how(exitcode)}"
+        how = _how_worker_ended(worker, exitcode)
         if held in worker.files:
             worker.files.remove(held)
             lost.append((held, how))
             warn(f"{how} while scanning {self.items[held].label}: reported as not scanned")
         else:
             warn(f"{how} between two files")
+        if worker.garbled:
+            # Which file made it write there is a guess (the first not answered): the others
+            # are scanned again, once; held by a second such worker, they are reported too.
+            for index in [index for index in worker.files if index in self.retried]:
+                worker.files.remove(index)
+                lost.append((index, how))
+            self.retried.update(worker.files)
         self.pending.extendleft(reversed(worker.files))
         return pool.start(worker.slot) if self.pending or not self.walked else None
 
@@ -573,6 +621,8 @@ class RequestPool:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.started: Optional[asyncio.Future[None]] = None
         self.concurrency = engine.provider_consumers  #: scans at once in each worker
+        #: requests sent again after a worker's output went wrong (see ``_died``)
+        self.retried: set[int] = set()
         self.answered = asyncio.Event()  #: set when an answer frees room in a worker
         engine.provider_consumers *= jobs * _PIPELINE
         engine.pool = self
@@ -635,7 +685,15 @@ class RequestPool:
         if not data:
             self._died(worker)
             return
-        for index, tag, text in worker.lines(data):
+
+        def expected(index: int) -> bool:
+            entry = self.waiting.get(index)
+            return entry is not None and entry[0] is worker
+
+        lines = worker.lines(data, expected)
+        if worker.garbled:
+            worker.stop_garbled()
+        for index, tag, text in lines:
             if index < 0:
                 try:
                     _started(worker, tag, text)
@@ -676,15 +734,21 @@ class RequestPool:
         worker.outbox.clear()
         exitcode = worker.end()
         self.pool.workers[worker.slot] = None
-        how = f"worker process {worker.pid} {_how(exitcode)}"
+        how = _how_worker_ended(worker, exitcode)
         self.answered.set()
         # What it was scanning is reported; what it only held goes to another worker.
+        # When its output went wrong, which request made it write there is a guess (one it was
+        # scanning, or had just finished): the others are sent again once, and reported when
+        # a second such worker held them.
         scanning = self.pool.scanning(worker)
         for index, (holder, _, future) in list(self.waiting.items()):
             if holder is worker:
                 del self.waiting[index]
+                lost = index in scanning or (worker.garbled and index in self.retried)
+                if worker.garbled:
+                    self.retried.add(index)
                 if not future.done():
-                    future.set_result(("died", how.encode()) if index in scanning else _AGAIN)
+                    future.set_result(("died", how.encode()) if lost else _AGAIN)
         if not worker.ready:
             # Not replaced: one that cannot start would be started again and again.
             self._fail(_never_started(worker, exitcode))
@@ -728,7 +792,6 @@ class RequestPool:
         return response, (response.errors[-unsaved:] if unsaved else [])
 
     async def _not_scanned(self, request: Request, why: str) -> tuple[StoqResponse, list[Error]]:
-
         names = ", ".join(
             str(p.results.payload_meta.extra_data.get("filename") or p.results.payload_id)
             for p in request.payloads

@@ -91,6 +91,10 @@ def worker_main(
             os.close(fd)
         except OSError:
             pass
+    if inherited:  # forked from stoq itself: it holds a copy of the results' descriptor
+        from stoq_cli._streams import detach_results
+
+        detach_results()
     signal.signal(signal.SIGINT, _ignore)
     if mode == RUN:
         signal.signal(signal.SIGTERM, _ignore)  # the parent drains on SIGTERM, as ``stoq run`` does

@@ -127,6 +127,21 @@ def take_over() -> None:
     _STREAMS.taken_over = True
 
 
+def detach_results() -> None:
+    """In a process forked from ``stoq`` (a ``--jobs`` worker): point its copy of the results
+    descriptor at /dev/null, without closing it (the stream on it may still hold what the
+    parent had buffered when it forked, which the parent writes). Only the parent writes
+    results: a plugin in the worker writing to that descriptor must never reach them."""
+    fd = _STREAMS.results_fd
+    if fd is None:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+
+
 def _text_stream(
     fd: int, encoding: str, errors: Optional[str], line_buffering: bool, closefd: bool = False
 ) -> TextIO:

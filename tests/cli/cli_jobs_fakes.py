@@ -33,3 +33,36 @@ class ExitOn:
         if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
             os._exit(3)
         return WorkerResponse({"ok": True})
+
+
+class Scribble:
+    """A worker that, on the payload whose file name or text is its ``on`` option, writes a
+    line of junk where a plugin writing to a descriptor it does not own would do harm: the
+    worker's result pipe, and the descriptor ``stoq`` keeps its real stdout on (a worker forked
+    from ``stoq`` holds a copy); every payload gets ``{"ok": true}``."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.on = config.get("options", "on")
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        import gc
+        from multiprocessing.connection import Connection
+
+        from stoq_cli._streams import _STREAMS
+
+        name = payload.results.payload_meta.extra_data.get("filename")
+        if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
+            targets = [
+                each.fileno()
+                for each in gc.get_objects()
+                if isinstance(each, Connection) and not each.closed and each.writable
+            ]
+            if _STREAMS.results_fd is not None:
+                targets.append(_STREAMS.results_fd)
+            for fd in targets:
+                try:
+                    os.write(fd, b"not a line of stoq's\n")
+                except OSError:
+                    pass
+        return WorkerResponse({"ok": True})

@@ -16,7 +16,11 @@ from cli_support import StoqRunner
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 
-JOBS_PLUGINS = {"cli_jobs_pid": "cli_jobs_fakes:Pid", "cli_jobs_exit": "cli_jobs_fakes:ExitOn"}
+JOBS_PLUGINS = {
+    "cli_jobs_pid": "cli_jobs_fakes:Pid",
+    "cli_jobs_exit": "cli_jobs_fakes:ExitOn",
+    "cli_jobs_scribble": "cli_jobs_fakes:Scribble",
+}
 
 
 @pytest.fixture
@@ -200,6 +204,45 @@ def test_long_paths_and_large_responses_never_block_the_parent(
     ]
     assert all(r["workers"]["cli_jobs_pid"]["text"] == text for r in found)
     assert len({r["workers"]["cli_jobs_pid"]["pid"] for r in found}) == 2
+
+
+def test_a_plugin_writing_to_descriptors_not_its_own_costs_its_file_only(
+    stoq: StoqRunner, samples: Path
+) -> None:
+    # It writes junk into the worker's result pipe, and into stoq's own stdout if the worker
+    # still held it: the worker is stopped, its file reported, every other file scanned once.
+    done = stoq(
+        "scan", str(samples), "-a", "cli_jobs_scribble", "--jobs", "2",
+        "--plugin-opts", "cli_jobs_scribble:on=f07.bin",
+    )  # fmt: skip
+
+    assert done.code == 1, done.err
+    responses = done.lines()  # every line is a response: nothing reached stdout but them
+    assert len(responses) == 40
+    lost = [r for r in responses if not r["results"]]
+    assert len(lost) == 1 and "f07.bin was not scanned" in lost[0]["errors"][0]["error"]
+    assert "wrote output that is not stoq's" in lost[0]["errors"][0]["error"]
+    scanned = sorted(r["results"][0]["payload_meta"]["extra_data"]["filename"]
+                     for r in responses if r["results"])  # fmt: skip
+    assert scanned == sorted(f"f{i:02d}.bin" for i in range(40) if i != 7)
+    assert "Traceback" not in done.err
+
+
+def test_run_survives_a_plugin_writing_to_descriptors_not_its_own(stoq: StoqRunner) -> None:
+    done = stoq(
+        "run", "-P", "cli_burst", "-a", "cli_jobs_scribble", "--jobs", "2",
+        "--plugin-opts", "cli_burst:count=40", "cli_jobs_scribble:on=payload 5",
+    )  # fmt: skip
+
+    assert done.code == 1, done.err
+    responses = done.lines()
+    assert len(responses) == 40
+    lost = [r for r in responses if not r["results"]]
+    # The request that wrote there, or one scanned beside it: which, the output cannot tell.
+    assert 1 <= len(lost) <= 2
+    assert all("wrote output that is not stoq's" in r["errors"][-1]["error"] for r in lost)
+    assert sum(bool(r["results"]) for r in responses) == 40 - len(lost)
+    assert "Traceback" not in done.err
 
 
 def test_ctrl_c_stops_a_scan_with_jobs_and_leaves_no_process(
