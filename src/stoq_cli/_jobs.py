@@ -102,12 +102,17 @@ class _Worker:
         self.fd = results.fileno()
         self.slot = slot
         self.ready = False
+        self._ended_fd: Optional[int] = None
+        self._pidfd = False
         #: it wrote something that is not a line of ours (a plugin writing to a descriptor
         #: that is not its own): it is stopped, and what it held is dealt with as for a death
         self.garbled = False
         #: ``stoq scan``: the file it had not answered when its output went wrong (answers
         #: come in order: the one being scanned when the plugin wrote there)
         self.culprit = -1
+        #: ``stoq run``: what it answered after its output went wrong (it scans several at
+        #: once: the one whose plugin wrote there is among these, or still being scanned)
+        self.after_garbled: set[int] = set()
         self.partial = b""  #: the start of a line not yet read whole
         #: ``stoq scan``: indices sent and not yet answered, in the order sent
         self.files: collections.deque[int] = collections.deque()
@@ -129,11 +134,9 @@ class _Worker:
 
         Bytes, never decoded here: a response printed as the worker wrote it is never parsed,
         nor decoded and encoded again. A line that is not one of ours, or answers an index
-        ``expected`` does not know, stops the reading: ``garbled`` is set, the lines before it
-        are returned, and nothing the worker writes afterwards is read.
+        ``expected`` does not know, sets ``garbled``: the lines before it are returned, those
+        after it never are (only their indices are noted, in ``after_garbled``).
         """
-        if self.garbled:
-            return []
         chunk = self.partial + data if self.partial else data
         end = chunk.rfind(b"\n") + 1
         self.partial = chunk[end:]
@@ -145,10 +148,13 @@ class _Worker:
                 index = int(head)
             except ValueError:
                 index = -2
-            if index < -1 or (index >= 0 and not expected(index)):
+            if self.garbled:
+                if index >= 0:
+                    self.after_garbled.add(index)
+            elif index < -1 or (index >= 0 and not expected(index)):
                 self.garbled = True
-                break
-            found.append((index, tag, text))
+            else:
+                found.append((index, tag, text))
         return found
 
     def holds(self, index: int) -> bool:
@@ -161,6 +167,22 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
 
+    @property
+    def ended_fd(self) -> int:
+        """A descriptor that becomes readable when the process ends: a pidfd where there are
+        (Linux 5.3+), else multiprocessing's sentinel. Not the result pipe's end, nor the
+        sentinel, where a pidfd exists: both are pipes, which a child process of a plugin
+        inherits and may hold open long after the worker died."""
+        if self._ended_fd is None:
+            self._ended_fd = self.process.sentinel
+            if hasattr(os, "pidfd_open") and self.process.pid:
+                try:
+                    self._ended_fd = os.pidfd_open(self.process.pid)
+                    self._pidfd = True
+                except OSError:  # an older kernel, or seccomp: the sentinel, then
+                    pass
+        return self._ended_fd
+
     def end(self) -> Optional[int]:
         """Wait for the process to be gone (its result pipe is closed); its exit code."""
         self.process.join(5)
@@ -169,6 +191,9 @@ class _Worker:
             self.process.join()
         self.tasks.close()
         self.results.close()
+        if self._pidfd and self._ended_fd is not None:
+            os.close(self._ended_fd)
+            self._ended_fd = None
         return self.process.exitcode
 
 
@@ -292,6 +317,20 @@ def _started(worker: _Worker, tag: bytes, text: bytes) -> None:
     worker.ready = True
 
 
+def _drain(fd: int) -> Iterator[bytes]:
+    """What a pipe holds now, without waiting for more (its writer has ended, but a child of
+    a plugin may hold it open)."""
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        yield data
+
+
 def _how_worker_ended(worker: _Worker, exitcode: Optional[int]) -> str:
     if worker.garbled:
         return (
@@ -334,8 +373,6 @@ class FileScan:
         self.items: dict[int, Input] = {}
         #: files to send before the walk's next: those a dead worker held
         self.pending: collections.deque[int] = collections.deque()
-        #: files sent again after a worker's output went wrong (see ``_died``)
-        self.retried: set[int] = set()
 
     def abort(self) -> None:
         """Kill the workers (Ctrl-C, or the command failed)."""
@@ -451,8 +488,28 @@ class FileScan:
     ) -> None:
         pool = self.pool
         selector = selectors.DefaultSelector()
+
+        def watch(worker: _Worker) -> None:
+            # Its result pipe, and its process: a plugin's child process may hold the pipe
+            # open after the worker died, and its end would then never come.
+            selector.register(worker.fd, selectors.EVENT_READ, (worker, False))
+            selector.register(worker.ended_fd, selectors.EVENT_READ, (worker, True))
+
+        def read(worker: _Worker, data: bytes) -> None:
+            answers = []
+            for index, tag, text in worker.lines(data, worker.holds):
+                if index < 0:
+                    _started(worker, tag, text)
+                else:
+                    _forget(worker, index)
+                    answers.append((index, tag, text))
+            take(answers)
+            if worker.garbled and worker.process.is_alive():
+                worker.culprit = worker.files[0] if worker.files else -1
+                worker.stop_garbled()
+
         for worker in pool.live():
-            selector.register(worker.fd, selectors.EVENT_READ, worker)
+            watch(worker)
         try:
             while True:
                 self._feed()
@@ -463,25 +520,22 @@ class FileScan:
                 ):
                     return
                 for key, _ in selector.select():
-                    worker = key.data
-                    data = os.read(worker.fd, _READ_SIZE)
-                    if data:
-                        answers = []
-                        for index, tag, text in worker.lines(data, worker.holds):
-                            if index < 0:
-                                _started(worker, tag, text)
-                            else:
-                                _forget(worker, index)
-                                answers.append((index, tag, text))
-                        take(answers)
-                        if worker.garbled and worker.process.is_alive():
-                            worker.culprit = worker.files[0] if worker.files else -1
-                            worker.stop_garbled()
-                        continue
+                    worker, ended = key.data
+                    if pool.workers[worker.slot] is not worker:
+                        continue  # both of its descriptors were ready: dealt with already
+                    if not ended:
+                        data = os.read(worker.fd, _READ_SIZE)
+                        if data:
+                            read(worker, data)
+                            continue
+                    else:
+                        for data in _drain(worker.fd):  # what it wrote before it ended
+                            read(worker, data)
                     selector.unregister(worker.fd)
+                    selector.unregister(worker.ended_fd)
                     new = self._died(worker, lost, warn)
                     if new is not None:
-                        selector.register(new.fd, selectors.EVENT_READ, new)
+                        watch(new)
                 # Let the workers' lines gather: a worker that writes to a pipe this process
                 # waits on wakes it, and on two busy cores a wake-up per file cost the workers
                 # more time than their scans (4.0 s instead of 1.9 s for 10,000 small files).
@@ -506,13 +560,6 @@ class FileScan:
             warn(f"{how} while scanning {self.items[held].label}: reported as not scanned")
         else:
             warn(f"{how} between two files")
-        if worker.garbled:
-            # Which file made it write there is a guess (the first not answered): the others
-            # are scanned again, once; held by a second such worker, they are reported too.
-            for index in [index for index in worker.files if index in self.retried]:
-                worker.files.remove(index)
-                lost.append((index, how))
-            self.retried.update(worker.files)
         self.pending.extendleft(reversed(worker.files))
         return pool.start(worker.slot) if self.pending or not self.walked else None
 
@@ -621,8 +668,6 @@ class RequestPool:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.started: Optional[asyncio.Future[None]] = None
         self.concurrency = engine.provider_consumers  #: scans at once in each worker
-        #: requests sent again after a worker's output went wrong (see ``_died``)
-        self.retried: set[int] = set()
         self.answered = asyncio.Event()  #: set when an answer frees room in a worker
         engine.provider_consumers *= jobs * _PIPELINE
         engine.pool = self
@@ -645,6 +690,16 @@ class RequestPool:
         # reads the workers' results and runs the providers.
         os.set_blocking(worker.tasks.fileno(), False)
         self.loop.add_reader(worker.fd, self._readable, worker)
+        # Its process too: a plugin's child process may hold the result pipe open after the
+        # worker died, and its end would then never come.
+        self.loop.add_reader(worker.ended_fd, self._ended, worker)
+
+    def _ended(self, worker: _Worker) -> None:
+        if self.pool.workers[worker.slot] is not worker:
+            return
+        for data in _drain(worker.fd):  # what it wrote before it ended
+            self._take(worker, data)
+        self._died(worker)
 
     def _send(self, worker: _Worker, message: bytes) -> None:
         """Queue ``message`` for ``worker`` framed as ``Connection.recv`` reads it; it is written
@@ -685,7 +740,9 @@ class RequestPool:
         if not data:
             self._died(worker)
             return
+        self._take(worker, data)
 
+    def _take(self, worker: _Worker, data: bytes) -> None:
         def expected(index: int) -> bool:
             entry = self.waiting.get(index)
             return entry is not None and entry[0] is worker
@@ -730,6 +787,7 @@ class RequestPool:
     def _died(self, worker: _Worker) -> None:
         assert self.loop is not None
         self.loop.remove_reader(worker.fd)
+        self.loop.remove_reader(worker.ended_fd)
         self.loop.remove_writer(worker.tasks.fileno())
         worker.outbox.clear()
         exitcode = worker.end()
@@ -737,17 +795,14 @@ class RequestPool:
         how = _how_worker_ended(worker, exitcode)
         self.answered.set()
         # What it was scanning is reported; what it only held goes to another worker.
-        # When its output went wrong, which request made it write there is a guess (one it was
-        # scanning, or had just finished): the others are sent again once, and reported when
-        # a second such worker held them.
-        scanning = self.pool.scanning(worker)
+        # When its output went wrong, the request whose plugin wrote there is one it was
+        # scanning then: still scanning now, or answered since.
+        scanning = self.pool.scanning(worker) | worker.after_garbled
         for index, (holder, _, future) in list(self.waiting.items()):
             if holder is worker:
                 del self.waiting[index]
-                lost = index in scanning or (worker.garbled and index in self.retried)
-                if worker.garbled:
-                    self.retried.add(index)
                 if not future.done():
+                    lost = index in scanning
                     future.set_result(("died", how.encode()) if lost else _AGAIN)
         if not worker.ready:
             # Not replaced: one that cannot start would be started again and again.
@@ -816,6 +871,7 @@ class RequestPool:
         if self.loop is not None and not self.loop.is_closed():
             for worker in self.pool.live():
                 self.loop.remove_reader(worker.fd)
+                self.loop.remove_reader(worker.ended_fd)
                 self.loop.remove_writer(worker.tasks.fileno())
         if kill:
             self.pool.abort()

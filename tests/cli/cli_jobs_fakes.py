@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from stoq_core import Payload, Request, StoqConfigParser, WorkerResponse, hookimpl
 
@@ -65,4 +66,31 @@ class Scribble:
                     os.write(fd, b"not a line of stoq's\n")
                 except OSError:
                     pass
+        return WorkerResponse({"ok": True})
+
+
+class ForkThenExit:
+    """A worker whose process, on the payload whose file name or text is its ``on`` option,
+    forks a child that outlives it (holding every descriptor the worker had, its result pipe
+    too) and then exits at once; the child writes its pid to the ``marker`` option's file and
+    sleeps a minute. Every other payload gets ``{"ok": true}``."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        self.on = config.get("options", "on")
+        self.marker = config.get("options", "marker")
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        name = payload.results.payload_meta.extra_data.get("filename")
+        if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
+            if os.fork() == 0:
+                # Not the terminal's streams (a test would wait for their end too): the rest.
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                with open(self.marker, "w") as marker:
+                    marker.write(str(os.getpid()))
+                time.sleep(60)
+                os._exit(0)
+            os._exit(3)
         return WorkerResponse({"ok": True})
