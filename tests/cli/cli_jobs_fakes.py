@@ -21,6 +21,12 @@ class Pid:
         return WorkerResponse({"pid": os.getpid(), "ppid": os.getppid(), "text": text})
 
 
+def _is_the_one(payload: Payload, on: str) -> bool:
+    """The payload whose file name, or text, is ``on``."""
+    name = payload.results.payload_meta.extra_data.get("filename")
+    return on in (name, bytes(payload.content).decode("utf-8", "replace"))
+
+
 class ExitOn:
     """A worker whose process exits at once (``os._exit(3)``, as a crash would) on the payload
     whose file name or text is its ``on`` option; every other payload gets ``{"ok": true}``."""
@@ -30,8 +36,7 @@ class ExitOn:
 
     @hookimpl
     async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
-        name = payload.results.payload_meta.extra_data.get("filename")
-        if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
+        if _is_the_one(payload, self.on):
             os._exit(3)
         return WorkerResponse({"ok": True})
 
@@ -52,8 +57,7 @@ class Scribble:
 
         from stoq_cli._streams import _STREAMS
 
-        name = payload.results.payload_meta.extra_data.get("filename")
-        if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
+        if _is_the_one(payload, self.on):
             targets = [
                 each.fileno()
                 for each in gc.get_objects()
@@ -81,8 +85,7 @@ class ForkThenExit:
 
     @hookimpl
     async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
-        name = payload.results.payload_meta.extra_data.get("filename")
-        if self.on in (name, bytes(payload.content).decode("utf-8", "replace")):
+        if _is_the_one(payload, self.on):
             if os.fork() == 0:
                 # Not the terminal's streams (a test would wait for their end too): the rest.
                 null = os.open(os.devnull, os.O_RDWR)

@@ -6,15 +6,12 @@ directory uses.
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pytest
+import attrs
+
+from stoq_core.testing import CommandResult, StoqCommand, stoq_script
 
 CLI_TESTS = Path(__file__).parent
 
@@ -38,54 +35,22 @@ PLUGINS = {
 }
 
 
-def stoq_executable() -> str:
-    """The ``stoq`` script beside this interpreter (the code under test), else the one on PATH."""
-    beside = Path(sys.executable).parent / "stoq"
-    found = str(beside) if beside.is_file() else shutil.which("stoq")
-    if found is None:
-        pytest.fail("the stoq console script is not installed: pip install -e .")
-    return found
+#: The ``stoq`` script beside this interpreter (the code under test), else the one on PATH.
+stoq_executable = stoq_script
+
+#: A finished ``stoq`` process: ``code``, ``out``, ``err``, ``json()``, ``lines()``.
+Done = CommandResult
 
 
-@dataclass
-class Done:
-    """A finished ``stoq`` process."""
+@attrs.define
+class StoqRunner(StoqCommand):
+    """Runs ``stoq`` in a child process with the test's home and plugins: the core's public
+    ``StoqCommand``, with an environment the fixture builds whole (``PYTHONPATH`` included)."""
 
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def lines(self) -> list[Any]:
-        """stdout as JSON lines."""
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-@dataclass
-class StoqRunner:
-    """Runs ``stoq`` in a child process with the test's home and plugins."""
-
-    home: Path
-    cwd: Path
-    env: dict[str, str]
     import_marker: Path
 
-    def command(self, *args: str) -> list[str]:
-        return [stoq_executable(), *args]
-
-    def __call__(self, *args: str, stdin: bytes | None = None, timeout: float = 60) -> Done:
-        done = subprocess.run(
-            self.command(*args),
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            env=self.env,
-            cwd=self.cwd,
-            timeout=timeout,
-        )
-        return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+    def environment(self) -> dict[str, str]:
+        return self.env
 
 
 def write_legacy_plugin(parent: Path, name: str = "echo3", version: str = "3.0.1") -> Path:

@@ -16,9 +16,9 @@ import subprocess
 import termios
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
+import attrs
 import pytest
 from cli_support import Done, StoqRunner
 
@@ -29,7 +29,7 @@ from cli_support import Done, StoqRunner
 def hostile_stoq(stoq: StoqRunner, hostile_site: Path) -> StoqRunner:
     """``stoq`` with the hostile plugins (tests/hostile) installed as well."""
     python_path = os.pathsep.join([str(hostile_site), stoq.env["PYTHONPATH"]])
-    return replace(stoq, env={**stoq.env, "PYTHONPATH": python_path})
+    return attrs.evolve(stoq, env={**stoq.env, "PYTHONPATH": python_path})
 
 
 def _shell(stoq: StoqRunner, redirect: str, *args: str, timeout: float = 120) -> Done:

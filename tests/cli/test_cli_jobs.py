@@ -157,6 +157,22 @@ def test_a_failing_plugins_error_comes_back_from_the_worker_and_exits_1(
         assert response["results"][0]["workers"]["cli_jobs_pid"]["pid"] != process.pid
 
 
+def _only_f07_lost(responses: list[Any], why: str, plugin: str) -> None:
+    """Each of the 40 samples has one response; f07.bin's holds an Error saying ``why`` and no
+    results, every other file was scanned by ``plugin``."""
+    assert len(responses) == 40  # each file once: none lost, none twice
+    lost = [r for r in responses if not r["results"]]
+    assert len(lost) == 1
+    [error] = lost[0]["errors"]
+    assert "f07.bin was not scanned" in error["error"] and why in error["error"]
+    scanned = sorted(r["results"][0]["payload_meta"]["extra_data"]["filename"]
+                     for r in responses if r["results"])  # fmt: skip
+    assert scanned == [f"f{i:02d}.bin" for i in range(40) if i != 7]
+    assert all(
+        r["results"][0]["workers"] == {plugin: {"ok": True}} for r in responses if r["results"]
+    )
+
+
 def test_a_worker_that_dies_is_reported_and_the_other_files_are_scanned(
     stoq: StoqRunner, samples: Path
 ) -> None:
@@ -166,18 +182,7 @@ def test_a_worker_that_dies_is_reported_and_the_other_files_are_scanned(
     )  # fmt: skip
 
     assert done.code == 1
-    responses = done.lines()
-    assert len(responses) == 40  # each file once: none lost, none twice
-    lost = [r for r in responses if not r["results"]]
-    assert len(lost) == 1
-    [error] = lost[0]["errors"]
-    assert "f07.bin was not scanned" in error["error"]
-    assert "exited with code 3" in error["error"]
-    scanned = {r["results"][0]["payload_meta"]["extra_data"]["filename"] for r in responses[:-1]}
-    assert scanned | {"f07.bin"} == {f"f{i:02d}.bin" for i in range(40)}
-    assert all(
-        r["results"][0]["workers"] == {"cli_jobs_exit": {"ok": True}} for r in responses[:-1]
-    )
+    _only_f07_lost(done.lines(), "exited with code 3", "cli_jobs_exit")
     assert "exited with code 3 while scanning" in done.err and "f07.bin" in done.err
     assert "Traceback" not in done.err
 
@@ -219,14 +224,8 @@ def test_a_plugin_writing_to_descriptors_not_its_own_costs_its_file_only(
     )  # fmt: skip
 
     assert done.code == 1, done.err
-    responses = done.lines()  # every line is a response: nothing reached stdout but them
-    assert len(responses) == 40
-    lost = [r for r in responses if not r["results"]]
-    assert len(lost) == 1 and "f07.bin was not scanned" in lost[0]["errors"][0]["error"]
-    assert "wrote output that is not stoq's" in lost[0]["errors"][0]["error"]
-    scanned = sorted(r["results"][0]["payload_meta"]["extra_data"]["filename"]
-                     for r in responses if r["results"])  # fmt: skip
-    assert scanned == sorted(f"f{i:02d}.bin" for i in range(40) if i != 7)
+    # Every line is a response: nothing but them reached stdout.
+    _only_f07_lost(done.lines(), "wrote output that is not stoq's", "cli_jobs_scribble")
     assert "Traceback" not in done.err
 
 
@@ -279,9 +278,7 @@ def test_a_dead_worker_is_noticed_while_a_child_of_its_plugin_holds_its_pipe(
 
     assert code == 1, err.read_text()
     responses = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(responses) == 40
-    lost = [r for r in responses if not r["results"]]
-    assert len(lost) == 1 and "exited with code 3" in lost[0]["errors"][-1]["error"]
+    _only_f07_lost(responses, "exited with code 3", "cli_jobs_fork")
 
 
 def test_ctrl_c_stops_a_scan_with_jobs_and_leaves_no_process(

@@ -8,12 +8,12 @@ installed ``stoq`` as a user would.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 from cli_support import Done, StoqRunner
 
@@ -30,7 +30,7 @@ def marker(tmp_path: Path) -> Path:
 
 def with_sites(stoq: StoqRunner, *sites: Path, **env: str) -> StoqRunner:
     python_path = os.pathsep.join([*map(str, sites), stoq.env["PYTHONPATH"]])
-    return dataclasses.replace(stoq, env={**stoq.env, "PYTHONPATH": python_path, **env})
+    return attrs.evolve(stoq, env={**stoq.env, "PYTHONPATH": python_path, **env})
 
 
 @pytest.fixture
