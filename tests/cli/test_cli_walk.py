@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import StoqRunner
@@ -158,3 +159,39 @@ def test_a_directory_of_only_empty_files_is_nothing_to_scan(
     assert (
         done.err.strip().splitlines()[-1] == f"stoq: error: nothing to scan: no file under {tree}"
     )
+
+
+def test_a_messy_tree_gives_the_same_answers_with_jobs(stoq: StoqRunner, tmp_path: Path) -> None:
+    # Every kind of entry a walk meets, in one tree: one process and two workers must say the
+    # same things about each (the walk is the parent's, the reads are the workers').
+    tree = tmp_path / "tree"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    for index in range(12):
+        (tree / f"good{index:02d}").write_bytes(b"x" * (index + 1))
+    (tree / "sub" / "deeper" / "last").write_bytes(b"deep")
+    (tree / "empty").write_bytes(b"")
+    os.mkfifo(tree / "pipe")
+    (tree / "dangling").symlink_to(tmp_path / "gone")
+    (tree / "linked").symlink_to(tree / "good00")
+    (tree / "loop").symlink_to(tree)  # a symlinked directory: not followed
+    (tree / "sub" / "locked").mkdir()
+    (tree / "sub" / "locked" / "inside").write_bytes(b"unseen")
+    (tree / "sub" / "locked").chmod(0)
+    try:
+        one = stoq("scan", str(tree), "-s", "cli_echo")
+        two = stoq("scan", str(tree), "-s", "cli_echo", "--jobs", "2")
+    finally:
+        (tree / "sub" / "locked").chmod(0o700)
+
+    def answers(done: Any) -> list[tuple[str, int]]:
+        return sorted(
+            (r["results"][0]["payload_meta"]["extra_data"]["filename"], r["results"][0]["size"])
+            for r in done.lines()
+        )
+
+    assert one.code == two.code
+    assert answers(one) == answers(two)
+    assert sorted(one.err.splitlines()) == sorted(two.err.splitlines())
+    assert ("last", 4) in answers(one) and ("linked", 1) in answers(one)
+    if os.geteuid() != 0:  # root reads the locked directory anyway
+        assert one.code == 1 and f"skipping {tree / 'sub' / 'locked'}" in one.err
