@@ -165,7 +165,7 @@ def read_stdin(inputs: Inputs, allow_empty: bool, stdin_is_terminal: bool, limit
 class Inputs:
     """The payloads of one ``stoq scan``, in order: iterating walks the directories lazily."""
 
-    def __init__(self, named: list[Input | str], single: bool, warn: Callable[[str], None]):
+    def __init__(self, named: list[Input | str], single: bool, warn: Callable[[str], None]) -> None:
         #: named files (and stdin) as ``Input``, named directories as ``str``, in order
         self.named = named
         #: one file or stdin was named: print one response (not JSON lines)
