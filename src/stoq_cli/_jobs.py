@@ -124,6 +124,8 @@ class _Worker:
         self.busy = 0
         #: ``stoq run``: task bytes not yet written (the pipe was full)
         self.outbox = bytearray()
+        #: ``stoq run`` with metrics: the counts of its plugin calls it sent last
+        self.counts: Optional[dict[str, Any]] = None
 
     @property
     def pid(self) -> int:
@@ -645,6 +647,13 @@ class PooledStoq(Stoq):
         """Scan ``request`` in this process (the response of work a dead worker held)."""
         return await super()._scan_and_save(request, None)
 
+    def add_metric_counts(self, counts: dict[str, Any], before: Optional[dict[str, Any]]) -> None:
+        """Add a worker's plugin-call counts (its metrics) to those this process serves, less
+        what of them was added already."""
+        metrics = None if self._observer is None else self._observer.metrics
+        if metrics is not None:
+            metrics.add(counts, before)
+
 
 class RequestPool:
     """The workers of ``stoq run --jobs N``: each scans up to ``provider_consumers`` requests at
@@ -751,6 +760,11 @@ class RequestPool:
         if worker.garbled:
             worker.stop_garbled()
         for index, tag, text in lines:
+            if index < 0 and tag == b"metrics":
+                counts = json.loads(text)
+                self.engine.add_metric_counts(counts, worker.counts)
+                worker.counts = counts
+                continue
             if index < 0:
                 try:
                     _started(worker, tag, text)

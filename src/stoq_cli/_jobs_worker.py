@@ -14,7 +14,8 @@ system call and writes a response to stdout without parsing it::
     INDEX <TAB> TAG <TAB> TEXT <LF>
 
 ``TEXT`` is compact JSON (never a raw newline). Tags: ``ready`` (index -1, the engine is built),
-``failed`` (index -1, it could not be built: TEXT is the message), ``skip`` (``stoq scan``: the
+``failed`` (index -1, it could not be built: TEXT is the message), ``metrics`` (index -1,
+``stoq run`` with metrics: TEXT is the counts of its plugin calls so far, as JSON), ``skip`` (``stoq scan``: the
 file could not be read; TEXT is why), ``note`` (``stoq scan``: the file is not to be scanned,
 an empty file or a FIFO under a directory; TEXT is why), ``raised`` (``stoq run``: the scan
 raised; TEXT says what), ``r`` followed by flags (a response; TEXT is its JSON). ``stoq scan``'s
@@ -33,6 +34,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_core import Error, Payload, PayloadMeta, Request, RequestMeta
+from stoq_core.helpers import dumps
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -44,6 +46,9 @@ __all__ = ["SCAN", "RUN", "SIGNALS", "request_data", "worker_main"]
 
 SCAN = "scan"  #: tasks are batches of files (``stoq scan``)
 RUN = "run"  #: tasks are requests the parent's providers queued (``stoq run``)
+
+#: ``stoq run``: how often a worker sends the parent its plugin calls' counts (metrics).
+METRICS_EVERY = 1.0
 
 #: Blocked in the parent while a worker is started; the worker unblocks them once it handles them.
 SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -137,13 +142,17 @@ def _build(options: EngineOptions, mode: str, out: int) -> Optional[Stoq]:
     import dataclasses
 
     from stoq_cli._home import StoqHome, build_stoq
-    from stoq_core.helpers import dumps
 
-    # Metrics are served by the parent alone: N workers cannot share its port.
-    options = dataclasses.replace(options, metrics_port=0)
     if mode == RUN:
         # Providers and source archivers run in the parent only: here each would ingest again.
         options = dataclasses.replace(options, providers=[], source_archivers=[])
+        # Metrics are served by the parent alone (N workers cannot share its port): here the
+        # plugin calls are counted, and the counts sent to it (``_send_metrics``).
+        from stoq_core import _observe
+
+        _observe.serve_metrics = False
+    else:
+        options = dataclasses.replace(options, metrics_port=0)  # stoq scan serves none
     try:
         return build_stoq(StoqHome.from_environment(), options)
     except Exception as exc:  # the parent reports it, once, as it reports its own failures
@@ -182,7 +191,6 @@ async def _scan_files(
     from stoq_cli._inputs import Input, Skipped
     from stoq_cli._output import connector_failed
     from stoq_cli._scan import scan_one
-    from stoq_core.helpers import dumps
 
     connectors = options.connectors or ()
     for index, path, source_dir in batch:
@@ -241,10 +249,32 @@ async def _serve_requests(
         task.add_done_callback(running.discard)
 
     loop.add_reader(tasks.fileno(), readable)
+    metrics = _metrics(stoq)
+    sender = None if metrics is None else loop.create_task(_send_metrics(metrics, answer))
     await finished.wait()
     while running:
         await asyncio.gather(*running)
+    if sender is not None:
+        sender.cancel()
+        answer(_line(-1, "metrics", dumps(metrics.counts(), indent=None)), None)  # the last
     answer.flush()
+
+
+def _metrics(stoq: Stoq) -> Any:
+    """The engine's metric counts (``_observe._Metrics``), or None when metrics are off."""
+    observer = getattr(stoq, "_observer", None)
+    return None if observer is None else observer.metrics
+
+
+async def _send_metrics(metrics: Any, answer: _Answers) -> None:
+    """Send the parent this worker's counts every ``METRICS_EVERY`` seconds they changed."""
+    sent = ""
+    while True:
+        await asyncio.sleep(METRICS_EVERY)
+        counts = dumps(metrics.counts(), indent=None)
+        if counts != sent:
+            answer(_line(-1, "metrics", counts), None)
+            sent = counts
 
 
 class _Answers:
@@ -297,7 +327,6 @@ async def _scan_request(
     answer: _Answers,
     at_once: asyncio.Semaphore,
 ) -> None:
-    from stoq_core.helpers import dumps
 
     async with at_once:
         slot = answer.begin(index)

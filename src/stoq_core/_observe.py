@@ -39,6 +39,11 @@ __all__ = ["Observer", "PluginTiming"]
 
 Caller = Callable[..., Coroutine[Any, Any, Any]]
 
+#: Whether a ``Stoq`` with metrics serves them. False in a ``stoq run --jobs`` worker process,
+#: which counts its plugin calls and sends them to the parent, the one serving (``counts`` and
+#: ``add``): N workers cannot share one port.
+serve_metrics = True
+
 # Plugin calls range from tens of microseconds (hashing a small payload) to minutes (a sandbox);
 # prometheus_client's default buckets start at 5 ms and would put most calls in the first one.
 _BUCKETS = (
@@ -137,6 +142,8 @@ class _Metrics:
         self.runs: list[tuple[asyncio.Queue[Any], RunStats, int]] = []  #: the runs under way
         self.registry = prometheus_client.CollectorRegistry()
         self.registry.register(self)
+        if not serve_metrics:
+            return
         try:
             self.server, _ = prometheus_client.start_http_server(port, host, self.registry)
         except OSError as exc:
@@ -144,6 +151,37 @@ class _Metrics:
                 f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
                 "(choose another metrics_port / --metrics-port)"
             ) from None
+
+    def counts(self) -> dict[str, Any]:
+        """What plugin calls have counted so far (as JSON): calls with their times, timeouts
+        and limit hits, for a process that serves them (``add``)."""
+        return {
+            "calls": [
+                [plugin, hook, list(histogram.buckets), histogram.total]
+                for (plugin, hook), histogram in list(self.calls.items())
+            ],
+            "timeouts": [[plugin, hook, n] for (plugin, hook), n in list(self.timeouts.items())],
+            "limit_hits": dict(self.limit_hits),
+        }
+
+    def add(self, counts: dict[str, Any], before: Optional[dict[str, Any]] = None) -> None:
+        """Add ``counts`` (another process's ``counts()``), less ``before`` (what of that
+        process's counts was added already)."""
+        seen = before or {"calls": [], "timeouts": [], "limit_hits": {}}
+        old_calls = {(plugin, hook): (b, t) for plugin, hook, b, t in seen["calls"]}
+        for plugin, hook, buckets, total in counts["calls"]:
+            old_buckets, old_total = old_calls.get((plugin, hook), ([0] * len(buckets), 0.0))
+            histogram = self.calls.setdefault((plugin, hook), _Histogram())
+            for at, (now, then) in enumerate(zip(buckets, old_buckets)):
+                histogram.buckets[at] += now - then
+            histogram.total += total - old_total
+        old_timeouts = {(plugin, hook): n for plugin, hook, n in seen["timeouts"]}
+        for plugin, hook, n in counts["timeouts"]:
+            key = (plugin, hook)
+            self.timeouts[key] = self.timeouts.get(key, 0) + n - old_timeouts.get(key, 0)
+        old_hits = seen["limit_hits"]
+        for limit, n in counts["limit_hits"].items():
+            self.limit_hits[limit] = self.limit_hits.get(limit, 0) + n - old_hits.get(limit, 0)
 
     def describe(self) -> list[Any]:
         return []  # families appear as plugins are called and runs start; see collect

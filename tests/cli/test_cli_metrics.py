@@ -66,6 +66,42 @@ def test_run_serves_prometheus_metrics_while_it_runs(stoq: StoqRunner, tmp_path:
     assert samples[("stoq_run_in_flight", ())] == 0
 
 
+def test_run_with_jobs_serves_the_workers_plugin_calls(stoq: StoqRunner, tmp_path: Path) -> None:
+    # The plugins run in two worker processes; this one serves what they count.
+    port = free_port()
+    marker = tmp_path / "queued"
+    child = subprocess.Popen(
+        stoq.command(
+            "run", "-P", "cli_endless", "-a", "cli_echo,cli_fail", "--metrics-port", str(port),
+            "--jobs", "2",
+            "--plugin-opts", f"cli_endless:marker={marker}", "--plugin-opts", "cli_endless:count=4",
+        ),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=stoq.env, cwd=stoq.cwd,
+    )  # fmt: skip
+    echo = (("hook", "scan"), ("plugin", "cli_echo"))
+    try:
+        _wait_for(marker)
+        deadline = time.monotonic() + 30
+        while True:  # each worker sends its counts once a second
+            samples = scrape(port)
+            if samples.get(("stoq_plugin_calls_total", echo)) == 4:
+                break
+            assert time.monotonic() < deadline, samples
+            time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+
+    assert child.returncode == 130, err
+    assert len(out.splitlines()) == 4
+    assert samples[("stoq_requests_total", ())] == 4
+    assert samples[("stoq_plugin_call_duration_seconds_count", echo)] == 4
+    fail = (("hook", "scan"), ("plugin", "cli_fail"))
+    assert samples[("stoq_plugin_calls_total", fail)] == 4
+    assert samples[("stoq_plugin_errors_total", (("plugin", "cli_fail"),))] == 4
+
+
 def test_run_reads_the_metrics_port_from_stoq_cfg(stoq: StoqRunner, home: Path) -> None:
     port = free_port()
     home.mkdir()

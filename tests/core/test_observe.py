@@ -514,3 +514,35 @@ def _environ() -> dict[str, str]:
     import os
 
     return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
+def test_counts_sent_by_worker_processes_are_added_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # stoq run --jobs: each worker sends its cumulative counts now and then; the serving
+    # process adds what is new since that worker's last counts.
+    from stoq_core import _observe
+
+    monkeypatch.setattr(_observe, "serve_metrics", False)
+    served, worker = _observe._Metrics("127.0.0.1", 1), _observe._Metrics("127.0.0.1", 1)
+    other = _observe._Metrics("127.0.0.1", 1)
+
+    def call(metrics: Any, plugin: str, seconds: float) -> None:
+        metrics.calls.setdefault((plugin, "scan"), _observe._Histogram()).observe(seconds)
+
+    call(worker, "hash", 0.001)
+    first = worker.counts()
+    served.add(first)
+    call(worker, "hash", 0.002)
+    worker.timeouts["yara", "scan"] = 1
+    worker.limit_hits["max_payloads"] = 2
+    second = worker.counts()
+    served.add(second, before=first)
+    served.add(second, before=second)  # sent again unchanged: nothing new
+    call(other, "hash", 0.5)
+    served.add(other.counts())
+
+    histogram = served.calls["hash", "scan"]
+    assert sum(histogram.buckets) == 3
+    assert histogram.total == pytest.approx(0.503)
+    assert served.timeouts == {("yara", "scan"): 1}
+    assert served.limit_hits == {"max_payloads": 2}
+    assert json.loads(json.dumps(second)) == second  # what a worker sends is plain JSON
