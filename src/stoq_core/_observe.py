@@ -304,6 +304,18 @@ class Observer:
         )
         self.metrics = _Metrics(metrics_host, metrics_port) if metrics_port else None
 
+    def flush(self) -> None:
+        """Have the tracer provider export the spans it still holds (an SDK's batch processor
+        keeps them up to seconds); a provider without ``force_flush`` holds none."""
+        if self.tracer is None:
+            return
+        from opentelemetry import trace
+
+        force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+        if force_flush is not None:
+            with contextlib.suppress(Exception):  # an exporter's failure is not the scan's
+                force_flush()
+
     # -- plugin calls ----------------------------------------------------------------------
 
     def wrap(self, plugin: str, hook: str, caller: Caller) -> Caller:

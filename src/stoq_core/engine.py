@@ -434,14 +434,18 @@ class Stoq(Providers):
 
     def close(self) -> None:
         """Write out what this engine keeps between scans: the result cache's entries not yet
-        stored (it writes them in batches) are written, and its backend is closed.
+        stored (it writes them in batches) are written, and its backend is closed; with
+        tracing, the spans the tracer provider still holds are exported.
 
         An interpreter's normal exit does this by itself; a process that ends without it
         (``os._exit``, as each ``--jobs`` worker does) calls it first, or its last results are
-        not cached. Scanning after ``close`` works, the cache reconnecting on first use.
+        not cached and its last spans never leave. Scanning after ``close`` works, the cache
+        reconnecting on first use.
         """
         if self._calls.cache is not None:
             self._calls.cache.close()
+        if self._observer is not None:
+            self._observer.flush()
 
     # -- responses -------------------------------------------------------------------------
 

@@ -546,3 +546,46 @@ def test_counts_sent_by_worker_processes_are_added_once(monkeypatch: pytest.Monk
     assert served.timeouts == {("yara", "scan"): 1}
     assert served.limit_hits == {"max_payloads": 2}
     assert json.loads(json.dumps(second)) == second  # what a worker sends is plain JSON
+
+
+_FLUSHED = """
+import asyncio, os, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from stoq_core import Stoq, hookimpl
+
+class Noop:
+    @hookimpl
+    async def scan(self, payload, request):
+        return None
+
+out = open(sys.argv[1], "w")
+provider = TracerProvider()
+# A batch exported once a minute: what a process holds when it ends without exiting.
+provider.add_span_processor(
+    BatchSpanProcessor(ConsoleSpanExporter(out=out), schedule_delay_millis=60_000)
+)
+trace.set_tracer_provider(provider)
+stoq = Stoq(log_dir=None, plugin_dir_list=[], tracing=True)
+stoq.plugins.register("noop", Noop())
+asyncio.run(stoq.scan(b"payload", add_start_dispatch=["noop"]))
+if sys.argv[2] == "close":
+    stoq.close()
+out.flush()
+os._exit(0)  # as a --jobs worker ends: no exit handlers, no provider shutdown
+"""
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_close_exports_the_spans_a_batch_still_holds(tmp_path: Path, close: bool) -> None:
+    exported = tmp_path / "spans.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", _FLUSHED, str(exported), "close" if close else "no"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    text = exported.read_text()
+    assert ('"name": "noop scan"' in text) is close
+    assert ('"name": "stoq request"' in text) is close
