@@ -21,8 +21,14 @@ load.
 
 A worker that dies is reported: the file (``scan``) or the requests (``run``) it was scanning get
 a response holding an Error that says so, the rest of its work goes to the others, and a new
-worker takes its place. On Ctrl-C, ``scan`` kills its workers and exits 130; ``run`` drains as it
+worker takes its place. Its end is seen from its process (a pidfd), not only from its pipes,
+which a child process of a plugin may hold open. A worker that writes into its result pipe
+what is not one of its lines (a plugin writing to a descriptor not its own) is stopped and
+dealt with as dead. On Ctrl-C, ``scan`` kills its workers and exits 130; ``run`` drains as it
 does in one process (the workers finish what is in flight), and a second Ctrl-C kills them.
+
+Nothing this process sends can block it: task bytes a ``scan`` worker holds unread stay under
+a pipe's size, and ``run`` writes its requests without blocking, from the event loop.
 """
 
 from __future__ import annotations
