@@ -229,6 +229,15 @@ def test_a_plugin_writing_to_descriptors_not_its_own_costs_its_file_only(
     assert "Traceback" not in done.err
 
 
+def _run_lost(responses: list[Any], count: int, why: str) -> list[Any]:
+    """Each of ``count`` queued payloads has one response; those not scanned say ``why``."""
+    assert len(responses) == count
+    lost = [r for r in responses if not r["results"]]
+    assert all(why in r["errors"][-1]["error"] for r in lost)
+    assert sum(bool(r["results"]) for r in responses) == count - len(lost)
+    return lost
+
+
 def test_run_survives_a_plugin_writing_to_descriptors_not_its_own(stoq: StoqRunner) -> None:
     done = stoq(
         "run", "-P", "cli_burst", "-a", "cli_jobs_scribble", "--jobs", "2",
@@ -236,15 +245,11 @@ def test_run_survives_a_plugin_writing_to_descriptors_not_its_own(stoq: StoqRunn
     )  # fmt: skip
 
     assert done.code == 1, done.err
-    responses = done.lines()
-    assert len(responses) == 40
-    lost = [r for r in responses if not r["results"]]
+    lost = _run_lost(done.lines(), 40, "wrote output that is not stoq's")
     # Which request's plugin wrote there the output cannot tell: every one the worker was
     # scanning then or answered since is reported (a few; at most the 18 a worker holds), the
     # requests it held and had not begun go to another worker, and it never writes there again.
     assert 1 <= len(lost) <= 18
-    assert all("wrote output that is not stoq's" in r["errors"][-1]["error"] for r in lost)
-    assert sum(bool(r["results"]) for r in responses) == 40 - len(lost)
     assert "Traceback" not in done.err
 
 
@@ -355,15 +360,11 @@ def test_run_with_jobs_reports_a_dead_worker_and_goes_on(stoq: StoqRunner) -> No
     )  # fmt: skip
 
     assert done.code == 1
-    responses = done.lines()
-    assert len(responses) == 60
-    lost = [r for r in responses if not r["results"]]
+    lost = _run_lost(done.lines(), 60, "exited with code 3")
     # Each worker holds up to 16 requests (it never waits for stoq between two) and scans 2
     # at once: what it was scanning when it died is reported (payload 5, and maybe the one
     # beside it); what it only held is scanned by another worker.
     assert 1 <= len(lost) <= 2
-    assert all("exited with code 3" in r["errors"][-1]["error"] for r in lost)
-    assert sum(bool(r["results"]) for r in responses) == 60 - len(lost)
 
 
 def test_ctrl_c_drains_a_run_with_jobs_and_leaves_no_process(

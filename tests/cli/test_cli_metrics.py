@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import StoqRunner
@@ -25,6 +26,17 @@ def _wait_for(path: Path, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+def _scrape_until(port: int, key: tuple[str, Any], value: float) -> dict[Any, float]:
+    """The samples once ``key`` reads ``value`` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        samples = scrape(port)
+        if samples.get(key) == value:
+            return samples
+        assert time.monotonic() < deadline, samples
+        time.sleep(0.05)
+
+
 def test_run_serves_prometheus_metrics_while_it_runs(stoq: StoqRunner, tmp_path: Path) -> None:
     port = free_port()
     marker = tmp_path / "queued"
@@ -38,13 +50,7 @@ def test_run_serves_prometheus_metrics_while_it_runs(stoq: StoqRunner, tmp_path:
     )  # fmt: skip
     try:
         _wait_for(marker)
-        deadline = time.monotonic() + 30
-        while True:
-            samples = scrape(port)
-            if samples.get(("stoq_requests_total", ())) == 3:
-                break
-            assert time.monotonic() < deadline, samples
-            time.sleep(0.05)
+        samples = _scrape_until(port, ("stoq_requests_total", ()), 3)
     finally:
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
@@ -81,14 +87,8 @@ def test_run_with_jobs_serves_the_workers_plugin_calls(stoq: StoqRunner, tmp_pat
     )  # fmt: skip
     echo = (("hook", "scan"), ("plugin", "cli_echo"))
     try:
-        _wait_for(marker)
-        deadline = time.monotonic() + 30
-        while True:  # each worker sends its counts once a second
-            samples = scrape(port)
-            if samples.get(("stoq_plugin_calls_total", echo)) == 4:
-                break
-            assert time.monotonic() < deadline, samples
-            time.sleep(0.1)
+        _wait_for(marker)  # each worker sends its counts once a second
+        samples = _scrape_until(port, ("stoq_plugin_calls_total", echo), 4)
     finally:
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
