@@ -30,11 +30,21 @@ from stoq_core._cache import CacheBackend, CacheSettings
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["BUSY_TIMEOUT", "FILE_NAME", "FLUSH_AFTER", "FLUSH_EVERY", "PURGE_EVERY", "LocalCache"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "FILE_NAME",
+    "FLUSH_AFTER",
+    "FLUSH_EVERY",
+    "PURGE_EVERY",
+    "SETUP_TIMEOUT",
+    "LocalCache",
+]
 
 FILE_NAME = "results.sqlite3"
 #: Seconds a write waits for another process's; one waiting longer is given up (a miss later).
 BUSY_TIMEOUT = 0.5
+#: Seconds a process opening the file retries its setup while others are setting it up too.
+SETUP_TIMEOUT = 5.0
 #: Writes between two purges of expired and (past ``max_bytes``) oldest entries.
 PURGE_EVERY = 1000
 #: Entries kept in memory before they are written, and seconds the oldest may wait.
@@ -125,10 +135,7 @@ class _File:
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            # A crash may lose the last writes (misses later), never corrupt the file.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            _set_up(connection)
         except BaseException:
             connection.close()
             raise
@@ -218,6 +225,34 @@ def _flush_all() -> None:
             file.flush()
         except Exception:  # nothing is left to tell it to
             pass
+
+
+def _set_up(connection: sqlite3.Connection) -> None:
+    """WAL mode and the table, retried while another process is doing the same.
+
+    Switching a new file to WAL takes an exclusive lock, and sqlite refuses it at once (its busy
+    wait does not apply) while another connection is opening the file: the workers of ``stoq
+    scan --jobs`` all open a new cache file in the same milliseconds. Once set up, the file
+    stays in WAL mode and the table exists, so later openings do not wait here.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            # A crash may lose the last writes (misses later), never corrupt the file.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _bytes_used(connection: sqlite3.Connection) -> int:

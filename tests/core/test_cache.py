@@ -414,6 +414,42 @@ def test_several_processes_share_the_local_cache(
     assert json.loads(out) == {"cached": len(contents), "errors": 0}
 
 
+def _open_at_once(directory: str, barrier: Any, answers: Any) -> None:
+    from stoq_core._cache import CacheSettings
+    from stoq_core._cache_local import LocalCache
+
+    cache = LocalCache(CacheSettings("local", url=directory))
+    barrier.wait()
+    try:
+        cache.get_many(["a key"])
+        answers.put("")
+    except Exception as exc:
+        answers.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_cache_file_at_once_all_use_it(tmp_path: Path) -> None:
+    # ``stoq scan --jobs`` workers open a new file in the same milliseconds; sqlite refuses the
+    # switch to WAL at once (no busy wait) to all but one of them.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    failures = []
+    for round in range(20):
+        barrier, answers = context.Barrier(4), context.Queue()
+        directory = str(tmp_path / f"cache-{round}")
+        processes = [
+            context.Process(target=_open_at_once, args=(directory, barrier, answers))
+            for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        failures += [answers.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(60)
+
+    assert [failure for failure in failures if failure] == []
+
+
 def test_a_cache_file_locked_by_another_process_costs_a_warning_not_an_error(
     cached_stoq: Callable[..., Stoq],
     tmp_path: Path,
