@@ -27,6 +27,7 @@ that failed to save it, then ``e`` if it holds errors.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import signal
@@ -96,6 +97,9 @@ def worker_main(
             os.close(fd)
         except OSError:
             pass
+    # What was registered before this process began (stoq's own handlers, in a worker forked
+    # from it) is the parent's to run; plugins' handlers registered from here on run at the end.
+    atexit._clear()
     if inherited:  # forked from stoq itself: it holds a copy of the results' descriptor
         from stoq_cli._streams import detach_results
 
@@ -127,6 +131,9 @@ def worker_main(
                 stoq.close()  # the result cache's last entries: os._exit below skips exit's
             except Exception:
                 pass
+        # Plugins' exit handlers (a connector writing out what it buffered), as at a program's
+        # end: os._exit below skips them. Errors are printed, as Python prints them at exit.
+        atexit._run_exitfuncs()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -97,3 +97,23 @@ class ForkThenExit:
                 os._exit(0)
             os._exit(3)
         return WorkerResponse({"ok": True})
+
+
+class AtExit:
+    """A worker that registers an exit handler when it is made, appending its process's pid to
+    the ``marker`` option's file, as a connector writing out what it buffered would."""
+
+    def __init__(self, config: StoqConfigParser) -> None:
+        import atexit
+
+        marker = config.get("options", "marker")
+
+        def write_out() -> None:
+            with open(marker, "a") as file:
+                file.write(f"{os.getpid()}\n")
+
+        atexit.register(write_out)
+
+    @hookimpl
+    async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+        return WorkerResponse({"pid": os.getpid()})

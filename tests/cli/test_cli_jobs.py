@@ -22,6 +22,7 @@ JOBS_PLUGINS = {
     "cli_jobs_exit": "cli_jobs_fakes:ExitOn",
     "cli_jobs_scribble": "cli_jobs_fakes:Scribble",
     "cli_jobs_fork": "cli_jobs_fakes:ForkThenExit",
+    "cli_jobs_atexit": "cli_jobs_fakes:AtExit",
 }
 
 
@@ -284,6 +285,29 @@ def test_a_dead_worker_is_noticed_while_a_child_of_its_plugin_holds_its_pipe(
     assert code == 1, err.read_text()
     responses = [json.loads(line) for line in out.read_text().splitlines()]
     _only_f07_lost(responses, "exited with code 3", "cli_jobs_fork")
+
+
+@pytest.mark.parametrize("command", ["scan", "run"])
+def test_plugins_exit_handlers_run_once_in_each_worker(
+    stoq: StoqRunner, samples: Path, tmp_path: Path, command: str
+) -> None:
+    marker = tmp_path / "exited"
+    args = ["-a", "cli_jobs_atexit", "--plugin-opts", f"cli_jobs_atexit:marker={marker}"]
+    if command == "scan":
+        done = stoq("scan", str(samples), "--jobs", "2", *args)
+    else:
+        done = stoq("run", "-P", "filedir", "--jobs", "2", *args,
+                    "--plugin-opts", f"filedir:source_dir={samples}")  # fmt: skip
+
+    assert done.code == 0, done.err
+    responses = done.lines()
+    workers = {r["results"][0]["workers"]["cli_jobs_atexit"]["pid"] for r in responses}
+    assert len(responses) == 40
+    # Each process that made the plugin wrote out once, at its end: the workers, and stoq itself
+    # (it loads its own engine to check the options).
+    exited = [int(pid) for pid in marker.read_text().split()]
+    assert sorted(exited) == sorted(set(exited)) and len(exited) <= 3
+    assert workers <= set(exited)
 
 
 def test_ctrl_c_stops_a_scan_with_jobs_and_leaves_no_process(
