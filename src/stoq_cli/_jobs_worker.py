@@ -97,6 +97,7 @@ def worker_main(
             os.close(fd)
         except OSError:
             pass
+    _let_go_of_helpers()
     # What was registered before this process began (stoq's own handlers, in a worker forked
     # from it) is the parent's to run; plugins' handlers registered from here on run at the end.
     atexit._clear()
@@ -142,6 +143,31 @@ def worker_main(
                 pass
         # Skip the interpreter's shutdown: it would wait for any non-daemon thread a plugin left.
         os._exit(code)
+
+
+def _let_go_of_helpers() -> None:
+    """Close this process's copies of the pipes that keep multiprocessing's fork server and
+    resource tracker alive.
+
+    Each lives until every holder of its pipe has closed it, and a worker's copy would pass to
+    the processes a plugin forks: one outliving the worker would keep both helpers, and the
+    stderr they hold, alive after ``stoq`` exits (a caller reading stderr to its end would wait
+    for that process). Neither is this process's to use: a plugin that starts processes through
+    multiprocessing here gets helpers of its own.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    for owner, name in (
+        (forkserver._forkserver, "_forkserver_alive_fd"),
+        (resource_tracker._resource_tracker, "_fd"),
+    ):
+        fd = getattr(owner, name, None)
+        if isinstance(fd, int):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            setattr(owner, name, None)
 
 
 def _build(options: EngineOptions, mode: str, out: int) -> Optional[Stoq]:

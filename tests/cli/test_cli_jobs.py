@@ -259,8 +259,9 @@ def test_a_dead_worker_is_noticed_while_a_child_of_its_plugin_holds_its_pipe(
     stoq: StoqRunner, samples: Path, tmp_path: Path, command: str
 ) -> None:
     # The child holds the worker's result pipe open for a minute: waiting for the pipe's end
-    # would wait that long; the worker's own end is what counts. Output goes to files: with
-    # `stoq run` the child also keeps multiprocessing's fork server, which holds stderr, alive.
+    # would wait that long; the worker's own end is what counts. stdout and stderr must end
+    # with stoq too: multiprocessing's helper processes hold them and would live on while the
+    # child held the pipes that keep them alive.
     marker = tmp_path / "child.pid"
     opts = ["--plugin-opts", "cli_jobs_fork:on=f07.bin", f"cli_jobs_fork:marker={marker}"]
     if command == "scan":
@@ -268,22 +269,18 @@ def test_a_dead_worker_is_noticed_while_a_child_of_its_plugin_holds_its_pipe(
     else:
         args = ["run", "-P", "filedir", "-a", "cli_jobs_fork", "--jobs", "2", *opts,
                 f"filedir:source_dir={samples}"]  # fmt: skip
-    out, err = tmp_path / "out", tmp_path / "err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            stoq.command(*args), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-            env=stoq.env, cwd=stoq.cwd,
-        )  # fmt: skip
+    process = _start(stoq, *args)
     try:
-        code = process.wait(timeout=40)
+        out, err = (stream.decode() for stream in process.communicate(timeout=40))
+        code = process.returncode
     finally:
         process.kill()
         if marker.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(marker.read_text()), signal.SIGKILL)
 
-    assert code == 1, err.read_text()
-    responses = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 1, err
+    responses = [json.loads(line) for line in out.splitlines()]
     _only_f07_lost(responses, "exited with code 3", "cli_jobs_fork")
 
 
