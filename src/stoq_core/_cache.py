@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import binascii
 import datetime
 import hashlib
 import inspect
@@ -300,30 +301,46 @@ class ResultCache:
         return dumps(entry, compactly=True).encode()
 
     @staticmethod
-    def replay(entry: dict[str, Any], payload: Payload) -> WorkerResponse:
-        """The ``WorkerResponse`` a cached ``entry`` stands for, made for ``payload``."""
-        errors: list[Any] = []
-        for error in entry["errors"]:
-            if isinstance(error, str):
-                errors.append(error)
-            else:
-                text, plugin_name, same, payload_id = error
-                errors.append(
-                    Error(text, plugin_name, payload.results.payload_id if same else payload_id)
-                )
-        extracted = [
-            ExtractedPayload(
-                base64.b64decode(child["content"]),
-                PayloadMeta(
-                    child["should_archive"],
-                    child["should_scan"],
-                    child["extra_data"],
-                    child["dispatch_to"],
-                ),
+    def replay(entry: dict[str, Any], payload: Payload, key: str) -> Optional[WorkerResponse]:
+        """The ``WorkerResponse`` a cached ``entry`` stands for, made for ``payload``; ``None``
+        (a miss) if the entry is not laid out as this stoQ writes them: a shared backend may
+        hold what another program, or a buggy version, wrote under the right format."""
+        try:
+            return _replay(entry, payload)
+        except (TypeError, ValueError, KeyError, binascii.Error):
+            log.debug("result cache: entry %s is not one this stoQ wrote; scanning again", key)
+            return None
+
+
+def _replay(entry: dict[str, Any], payload: Payload) -> WorkerResponse:
+    if type(entry["stored"]) is not str:
+        raise TypeError("stored is not a time")
+    errors: list[Any] = []
+    for error in entry["errors"]:
+        if isinstance(error, str):
+            errors.append(error)
+        else:
+            text, plugin_name, same, payload_id = error
+            if type(text) is not str or not all(
+                part is None or type(part) is str for part in (plugin_name, payload_id)
+            ):
+                raise TypeError("an error is not text and names")
+            errors.append(
+                Error(text, plugin_name, payload.results.payload_id if same else payload_id)
             )
-            for child in entry["extracted"]
-        ]
-        return WorkerResponse(entry["results"], extracted, errors, list(entry["dispatch_to"]))
+    extracted = [
+        ExtractedPayload(
+            base64.b64decode(child["content"], validate=True),
+            PayloadMeta(
+                child["should_archive"],
+                child["should_scan"],
+                child["extra_data"],
+                child["dispatch_to"],
+            ),
+        )
+        for child in entry["extracted"]
+    ]
+    return WorkerResponse(entry["results"], extracted, errors, list(entry["dispatch_to"]))
 
 
 def stored_now() -> str:

@@ -218,6 +218,14 @@ class Rounds:
         pairs = list(work.items())
         keys = [cache.key(payload, worker) for (payload, _), worker in pairs]
         entries = cache.get(keys)
+        replayed: dict[int, WorkerResponse] = {}
+        for index, entry in enumerate(entries):
+            if entry is not None:
+                response = cache.replay(entry, pairs[index][0][0], keys[index] or "")
+                if response is None:
+                    entries[index] = None  # not an entry this stoQ wrote: run the worker
+                else:
+                    replayed[index] = response
         runs = [index for index, entry in enumerate(entries) if entry is None]
         outcomes: dict[int, Any] = {}
         if runs:
@@ -235,8 +243,7 @@ class Rounds:
         for index, ((payload, _), worker) in enumerate(pairs):
             entry = entries[index]
             if entry is not None:
-                response = cache.replay(entry, payload)
-                self._take_worker(payload, worker, response, round_number)
+                self._take_worker(payload, worker, replayed[index], round_number)
                 results = payload.results
                 if results.cached is None:
                     results.cached = {}

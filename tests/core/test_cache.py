@@ -343,6 +343,51 @@ def test_a_cache_file_that_is_not_a_database_is_a_miss_not_an_error(
     assert response.errors == [] and response.results[0].workers["counting"]["label"] == "one"
 
 
+_GOOD = {"format": 1, "results": {}, "errors": [], "dispatch_to": [], "extracted": [], "stored": ""}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {**_GOOD, "extracted": [1]},
+        {**_GOOD, "extracted": [{"content": 5}]},
+        {**_GOOD, "errors": [[1]]},
+        {**_GOOD, "errors": [{"error": "x"}]},
+        {**_GOOD, "dispatch_to": 5},
+        {**_GOOD, "stored": {"when": 1}},
+        {**_GOOD, "errors": [[{"a": 1}, "counting", True, None]]},
+        {
+            **_GOOD,
+            "extracted": [
+                {
+                    "content": "not base64!",
+                    "should_archive": True,
+                    "should_scan": True,
+                    "extra_data": {},
+                    "dispatch_to": [],
+                }
+            ],
+        },
+    ],
+)
+def test_an_entry_this_stoq_did_not_write_is_a_miss(
+    cached_stoq: Callable[..., Stoq], tmp_path: Path, calls: Any, entry: dict[str, Any]
+) -> None:
+    # A shared backend (Redis) may hold what another program, or a buggy version, wrote.
+    import sqlite3
+
+    stoq = cached_stoq()
+    scan(stoq, b"same bytes", ["counting"])
+    stoq.close()
+    with sqlite3.connect(tmp_path / "home" / "cache" / "results.sqlite3") as connection:
+        connection.execute("UPDATE results SET value = ?", (json.dumps(entry).encode(),))
+    response, _ = scan(cached_stoq(), b"same bytes", ["counting"])
+
+    assert calls["counting"] == 2
+    assert response.errors == [] and response.results[0].cached is None
+    assert response.results[0].workers["counting"]["label"] == "one"
+
+
 def test_close_writes_the_entries_kept_in_memory(
     cached_stoq: Callable[..., Stoq], calls: Any, tmp_path: Path
 ) -> None:
