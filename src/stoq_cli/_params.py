@@ -21,7 +21,9 @@ import click
 __all__ = [
     "ContinuedOption",
     "Invocation",
+    "PROCESSES_PER_CPU",
     "Jobs",
+    "Processes",
     "Seconds",
     "StoqCommand",
     "engine_options",
@@ -30,6 +32,7 @@ __all__ = [
     "parse_request_extra",
     "plugin_dir_option",
     "split_names",
+    "usable_cpus",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -241,25 +244,56 @@ class Seconds(click.FloatRange):
         return seconds
 
 
-class Jobs(click.IntRange):
-    """``--jobs``: a number of worker processes; ``0`` or ``auto``: one per CPU this process may
-    use (its affinity mask, which a container or ``taskset`` narrows, not every CPU of the host)."""
+#: Processes ``--jobs`` and ``--consumers`` start per CPU at most. Each loads every plugin (tens
+#: of MiB): a mistyped ``--jobs 100000`` started processes until the OOM killer stepped in.
+PROCESSES_PER_CPU = 8
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, which a container or ``taskset``
+    narrows, not every CPU of the host."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        return os.cpu_count() or 1
+
+
+class Processes(click.IntRange):
+    """A number of processes to start, at least ``min``; more than ``PROCESSES_PER_CPU`` per
+    usable CPU is lowered to that, with a warning (the scan goes on)."""
 
     name = "number of processes"
+
+    def __init__(self, min: int = 1) -> None:
+        super().__init__(min=min)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        count = self.count(value, param, ctx)
+        limit = PROCESSES_PER_CPU * usable_cpus()
+        if count > limit:
+            option = param.opts[-1] if param is not None and param.opts else "processes"
+            click.echo(
+                f"stoq: {option} {count} is more than {PROCESSES_PER_CPU} processes per CPU "
+                f"({usable_cpus()} here): starting {limit}",
+                err=True,
+            )
+            count = limit
+        return count
+
+    def count(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        return int(super().convert(value, param, ctx))
+
+
+class Jobs(Processes):
+    """``--jobs``: a number of worker processes; ``0`` or ``auto``: one per usable CPU."""
 
     def __init__(self) -> None:
         super().__init__(min=0)
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def count(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, str) and value.strip().lower() == "auto":
             value = 0
-        count = super().convert(value, param, ctx)
-        if count == 0:
-            try:
-                count = len(os.sched_getaffinity(0))
-            except (AttributeError, OSError):  # not on every platform
-                count = os.cpu_count() or 1
-        return count
+        return super().count(value, param, ctx) or usable_cpus()
 
 
 def jobs_option(help: str) -> Callable[[F], F]:

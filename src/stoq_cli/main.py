@@ -20,6 +20,7 @@ import click
 from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, OutputError
 from stoq_cli._params import (
     Invocation,
+    Processes,
     StoqCommand,
     engine_options,
     jobs_option,
@@ -439,7 +440,7 @@ def scan(
 @engine_options(providers=True)
 @click.option(
     "--consumers",
-    type=click.IntRange(min=1),
+    type=Processes(),
     default=1,
     show_default=True,
     metavar="N",

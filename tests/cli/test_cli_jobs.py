@@ -432,6 +432,33 @@ def test_a_second_ctrl_c_kills_the_workers_of_a_run(stoq: StoqRunner, tmp_path: 
     _no_process_left(process.pid)
 
 
+def test_more_jobs_than_the_machine_can_use_are_lowered_with_a_warning(
+    stoq: StoqRunner, samples: Path
+) -> None:
+    # A mistyped --jobs 100000 started processes until the OOM killer stepped in.
+    from stoq_cli._params import PROCESSES_PER_CPU, usable_cpus
+
+    limit = PROCESSES_PER_CPU * usable_cpus()
+    done = stoq("scan", str(samples), "-a", "cli_jobs_pid", "--jobs", "100000")
+
+    assert done.code == 0, done.err
+    assert done.err.splitlines() == [
+        f"stoq: --jobs 100000 is more than {PROCESSES_PER_CPU} processes per CPU "
+        f"({usable_cpus()} here): starting {limit}"
+    ]
+    pids = {r["results"][0]["workers"]["cli_jobs_pid"]["pid"] for r in done.lines()}
+    assert len(done.lines()) == 40 and 1 < len(pids) <= limit
+
+
+def test_more_consumers_than_the_machine_can_use_are_lowered_too(stoq: StoqRunner) -> None:
+    done = stoq("run", "--consumers", "100000", "--jobs", "2")
+
+    assert done.code == 2
+    warning, error = done.err.splitlines()
+    assert warning.startswith("stoq: --consumers 100000 is more than") and "starting" in warning
+    assert "--consumers and --jobs cannot be combined" in error
+
+
 def test_jobs_and_consumers_cannot_be_combined(stoq: StoqRunner) -> None:
     done = stoq("run", "-P", "cli_burst", "--jobs", "2", "--consumers", "2")
 
