@@ -36,6 +36,7 @@ from stoq_cli._home import StoqHome
 from stoq_cli._installed import PluginRecord, installed_plugins
 from stoq_cli._installed import v3_plugins as v3_plugins_in
 from stoq_core._index import ENTRY_POINT_GROUP  # the standard library only: cheap to import
+from stoq_core._printable import printable
 
 __all__ = ["V3Plugin", "install_command", "v3_plugins"]
 
@@ -228,7 +229,7 @@ def install_command(
 
 
 def _note(message: str) -> None:
-    print(f"stoq: {message}", file=sys.stderr)
+    print(f"stoq: {printable(message)}", file=sys.stderr)
 
 
 def _say_what_added_nothing(report: list[_pip.Installed], after: dict[str, PluginRecord]) -> None:

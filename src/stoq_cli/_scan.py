@@ -16,6 +16,7 @@ from stoq_cli._home import EngineOptions, StoqHome, build_stoq, check_workers
 from stoq_cli._inputs import Input, Inputs, Skipped, collect, read_stdin
 from stoq_cli._output import ResponsePrinter
 from stoq_cli._streams import check_destination, results_stream
+from stoq_core._printable import printable
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -43,9 +44,9 @@ class _Stderr:
         if self.progress is not None:
             from rich.text import Text
 
-            self.progress.console.print(Text(f"stoq: {message}"))
+            self.progress.console.print(Text(f"stoq: {printable(message)}"))
         else:
-            print(f"stoq: {message}", file=sys.stderr, flush=True)
+            print(f"stoq: {printable(message)}", file=sys.stderr, flush=True)
 
     def lines(self, lines: Sequence[str]) -> None:
         """Print ``lines`` as they are (a table), above the progress bar if one is shown."""
@@ -306,7 +307,9 @@ def timings_lines(label: str, response: StoqResponse, timings: Sequence[PluginTi
         for result in response.results
     }
     total = sum(timing.seconds for timing in timings)
-    lines = [f"stoq: timings of {label}: {len(timings)} plugin call(s), {total * 1000:.2f} ms"]
+    lines = [
+        f"stoq: timings of {printable(label)}: {len(timings)} plugin call(s), {total * 1000:.2f} ms"
+    ]
     if not timings:
         return lines
     width = max(len(timing.plugin) for timing in timings)
@@ -318,8 +321,8 @@ def timings_lines(label: str, response: StoqResponse, timings: Sequence[PluginTi
             about = "(the response)"
         else:
             name = names.get(timing.payload_id)
-            about = timing.payload_id[:8] + (f" {name}" if isinstance(name, str) else "")
-        ended = "" if timing.outcome == "ok" else f"  {timing.outcome}"
+            about = timing.payload_id[:8] + (f" {printable(name)}" if isinstance(name, str) else "")
+        ended = "" if timing.outcome == "ok" else f"  {printable(timing.outcome)}"
         lines.append(
             f"  {timing.plugin:<{width}}  {timing.hook:<{hooks}}  {timing.seconds * 1000:9.2f} ms"
             f"  {about}{ended}"

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
+from stoq_core._printable import printable
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
@@ -40,10 +42,11 @@ class Finding:
     __slots__ = ("kind", "rules", "text", "worker")
 
     def __init__(self, worker: str, kind: str, text: str, rules: tuple[str, ...] = ()) -> None:
-        self.worker = worker
+        # What results say is the payload's doing as much as the worker's (printable).
+        self.worker = printable(worker)
         self.kind = kind
-        self.text = text
-        self.rules = rules
+        self.text = printable(text)
+        self.rules = tuple(printable(rule) for rule in rules)
 
 
 def finding(
@@ -128,7 +131,9 @@ class _Facts:
     def name(self, result: Optional[PayloadResults]) -> str:
         if result is None:
             return ""
-        return str(result.payload_meta.extra_data.get("filename") or result.payload_id[:8])
+        return printable(
+            str(result.payload_meta.extra_data.get("filename") or result.payload_id[:8])
+        )
 
     def depth(self, result: PayloadResults) -> int:
         depth, seen = 0, {result.payload_id}
@@ -189,6 +194,7 @@ class SummaryPrinter:
     def print(self, response: StoqResponse, label: Optional[str]) -> None:
         """Print ``response``: the full view, or its one line."""
         facts = _Facts(response)
+        label = printable(label) if label else label
         if self.single:
             for line in self._full(response, facts, label):
                 self._print(line, crop=False)
@@ -263,12 +269,12 @@ class SummaryPrinter:
                 line = Text("  ")
                 plugin = getattr(error, "plugin_name", None)
                 if plugin:
-                    line.append(str(plugin), style="cyan")
+                    line.append(printable(str(plugin)), style="cyan")
                     line.append("  ")
                 where = facts.name(facts.by_id.get(getattr(error, "payload_id", None) or ""))
                 if where:
                     line.append(f"on {where}: ", style="dim")
-                line.append(str(getattr(error, "error", error)))
+                line.append(printable(str(getattr(error, "error", error))))
                 lines.append(line)
         else:
             lines.append(Text("no errors", style="green"))
@@ -316,7 +322,8 @@ class SummaryPrinter:
         line.append(f"  {_plural(len(facts.errors), 'error')}", style="bold red")
         first = facts.errors[0]
         plugin = getattr(first, "plugin_name", None)
-        line.append(f": {plugin + ': ' if plugin else ''}{getattr(first, 'error', first)}")
+        text = f"{plugin + ': ' if plugin else ''}{getattr(first, 'error', first)}"
+        line.append(f": {printable(text)}")
         return line
 
 

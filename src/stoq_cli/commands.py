@@ -32,6 +32,7 @@ from typing import Any
 
 from stoq_cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from stoq_cli._home import StoqHome
+from stoq_core._printable import printable
 
 __all__ = [
     "EXIT_FAILED",
@@ -123,4 +124,4 @@ def write_result(data: Any) -> None:
 
 def note(message: str) -> None:
     """Print ``stoq: <message>`` on stderr: counts and progress, never results."""
-    print(f"stoq: {message}", file=sys.stderr, flush=True)
+    print(f"stoq: {printable(message)}", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ from stoq_cli._params import (
     plugin_dir_option,
 )
 from stoq_cli._streams import flush_results, results_stream, silence_results, take_over
+from stoq_core._printable import printable
 
 __all__ = ["cli", "main"]
 
@@ -306,7 +307,7 @@ def _one_line(text: str) -> str:
 def _error(message: str) -> None:
     if sys.stderr is None:  # print() would fall back to stdout, which holds results
         return
-    print(f"stoq: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    print(f"stoq: error: {printable(_one_line(message))}", file=sys.stderr, flush=True)
 
 
 def _report(exc: BaseException, invocation: Optional[Invocation] = None) -> int:

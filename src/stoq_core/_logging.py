@@ -21,6 +21,8 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from logging.handlers import RotatingFileHandler
 from typing import TYPE_CHECKING, Any, Optional
 
+from stoq_core._printable import printable
+
 if TYPE_CHECKING:
     from stoq_core.data_classes import Payload
 
@@ -35,6 +37,13 @@ debugging = False
 log = logging.getLogger("stoq")
 
 _TEXT_FORMAT = "[%(asctime)s %(levelname)s] %(name)s: %(message)s"
+
+
+class _TextFormatter(logging.Formatter):
+    """The text log lines, made printable (``printable``): messages name files and payloads."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=True)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -63,7 +72,7 @@ def configure(
     logger.setLevel(level.upper())
     debugging = logger.isEnabledFor(logging.DEBUG)
     formatter: logging.Formatter = (
-        _JsonFormatter() if syntax == "json" else logging.Formatter(_TEXT_FORMAT)
+        _JsonFormatter() if syntax == "json" else _TextFormatter(_TEXT_FORMAT)
     )
     wanted: dict[str, logging.Handler] = {"stderr": logging.StreamHandler()}
     if log_dir:
