@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "CLOSE_TIMEOUT",
     "FILE_NAME",
     "FLUSH_AFTER",
     "FLUSH_EVERY",
@@ -43,6 +44,9 @@ __all__ = [
 FILE_NAME = "results.sqlite3"
 #: Seconds a write waits for another process's; one waiting longer is given up (a miss later).
 BUSY_TIMEOUT = 0.5
+#: Seconds the last write of a process (``close``, exit) waits for another's: nothing waits on
+#: it, and what it fails to write is lost.
+CLOSE_TIMEOUT = 5.0
 #: Seconds a process opening the file retries its setup while others are setting it up too.
 SETUP_TIMEOUT = 5.0
 #: Writes between two purges of expired and (past ``max_bytes``) oldest entries.
@@ -83,7 +87,7 @@ class LocalCache(CacheBackend):
 
     def close(self) -> None:
         # Only what is in memory: the connection is the process's, shared by every Stoq.
-        self._file.flush()
+        self._file.flush(wait=CLOSE_TIMEOUT)
 
 
 _FILES: dict[str, _File] = {}
@@ -175,10 +179,20 @@ class _File:
             if len(self.pending) >= FLUSH_EVERY or now - self.oldest >= FLUSH_AFTER:
                 self._write()
 
-    def flush(self) -> None:
+    def flush(self, wait: float = BUSY_TIMEOUT) -> None:
+        """Write what is kept in memory, waiting up to ``wait`` seconds for another writer."""
         with self.lock:
-            if self.pending and self.pid == os.getpid():
+            if not self.pending or self.pid != os.getpid():
+                return
+            if wait == BUSY_TIMEOUT:
                 self._write()
+                return
+            connection = self.connect()
+            connection.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                self._write()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
 
     def _write(self) -> None:
         connection = self.connect()
@@ -222,7 +236,7 @@ def _flush_all() -> None:
     misses; it is not worth a traceback at exit."""
     for file in list(_FILES.values()):
         try:
-            file.flush()
+            file.flush(wait=CLOSE_TIMEOUT)
         except Exception:  # nothing is left to tell it to
             pass
 

@@ -524,6 +524,38 @@ def test_a_cache_file_locked_by_another_process_costs_a_warning_not_an_error(
     assert "storing results failed" in caplog.text
 
 
+def test_closing_waits_longer_for_another_writer_rather_than_drop_what_it_kept(
+    cached_stoq: Callable[..., Stoq], tmp_path: Path, calls: Any
+) -> None:
+    # A scan waits BUSY_TIMEOUT at most; the last write of a process has no scan waiting on it.
+    import sqlite3
+    import threading
+
+    from stoq_core._cache_local import BUSY_TIMEOUT
+
+    stoq = cached_stoq()
+    scan(stoq, b"first", ["counting"])
+    stoq.close()  # the file exists
+    scan(stoq, b"second", ["counting"])  # kept in memory
+    holder = sqlite3.connect(
+        tmp_path / "home" / "cache" / "results.sqlite3", check_same_thread=False
+    )
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(BUSY_TIMEOUT * 3, holder.rollback)
+    release.start()
+    try:
+        began = time.monotonic()
+        stoq.close()
+        waited = time.monotonic() - began
+    finally:
+        release.join()
+        holder.close()
+    response, _ = scan(cached_stoq(), b"second", ["counting"])
+
+    assert waited > BUSY_TIMEOUT  # it did wait for the other writer
+    assert response.results[0].cached is not None and calls["counting"] == 2
+
+
 def test_what_a_multiprocessing_worker_kept_is_written_when_it_ends(
     cached_stoq: Callable[..., Stoq], tmp_path: Path, calls: Any
 ) -> None:
