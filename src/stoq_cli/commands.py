@@ -123,5 +123,7 @@ def write_result(data: Any) -> None:
 
 
 def note(message: str) -> None:
-    """Print ``stoq: <message>`` on stderr: counts and progress, never results."""
+    """Print ``stoq: <message>`` on stderr: counts and progress, never results. It is one line:
+    control characters, line breaks among them, are written as escapes (``\\x1b``), since
+    messages name files and payloads that others named."""
     print(f"stoq: {printable(message)}", file=sys.stderr, flush=True)
