@@ -231,7 +231,7 @@ def _progress(stderr: _Stderr, total: int, show: bool) -> Iterator[Any]:
     task = progress.add_task("scan", total=total, label="")
 
     def advance(label: str) -> None:
-        progress.update(task, advance=1, label=label)
+        progress.update(task, advance=1, label=printable(label))
 
     with progress:
         stderr.progress = progress
