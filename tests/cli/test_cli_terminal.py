@@ -43,6 +43,21 @@ def test_scanning_a_directory_draws_a_progress_bar_on_a_terminal(
     assert "5/5" in terminal
 
 
+def test_the_progress_bar_escapes_a_hostile_file_name(stoq: StoqRunner, tmp_path: Path) -> None:
+    hostile, plain = tmp_path / "a\x1b]0;owned\x07name", tmp_path / "plain"
+    hostile.write_bytes(b"x")
+    plain.write_bytes(b"y")
+
+    # The last file's name is the one the bar shows as it ends.
+    code, _, terminal = run_with_terminal_stderr(
+        stoq, "scan", str(plain), str(hostile), "-s", "cli_echo"
+    )
+
+    assert code == 0, terminal
+    assert "\x1b]0;" not in terminal and "\x07" not in terminal  # the title was never set
+    assert "2/2" in terminal
+
+
 def test_one_file_draws_no_progress_bar(stoq: StoqRunner, sample: Path) -> None:
     code, out, terminal = run_with_terminal_stderr(stoq, "scan", str(sample), "-s", "cli_echo")
 
