@@ -23,7 +23,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Optional, Union
 
@@ -292,12 +292,13 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
         """Write ``response`` as JSON to ``results_dir/<scan_id>`` (under a dated directory if
         ``date_mode``), replacing the file whole so a reader never sees half a result."""
         name = _file_name("scan_id", response.scan_id)
-        directory = self.results_dir
+        folders: list[str] = []
         if self.date_mode:
-            directory = os.path.join(directory, _response_time(response).strftime(self.date_format))
+            dated = _response_time(response).strftime(self.date_format)
+            folders = [part for part in _split(dated) if part not in ("", ".")]
         text = dumps(response.to_dict(), compactly=self.compactly) + "\n"
         await asyncio.to_thread(
-            _write_atomically, os.path.join(directory, name), text.encode(), self.fsync
+            _write_beneath, self.results_dir, [*folders, name], text.encode(), self.fsync
         )
 
     # -- archiver --------------------------------------------------------------------------
@@ -310,12 +311,18 @@ class FileDirPlugin(ProviderPlugin, ConnectorPlugin, ArchiverPlugin):
         """
         if self.use_sha:
             sha1 = payload.digest("sha1")
-            path = os.path.join(self.archive_dir, *sha1[:_FAN_OUT], sha1)
+            parts = [*sha1[:_FAN_OUT], sha1]
         else:
-            name = _file_name("payload_id", payload.results.payload_id)
-            path = os.path.join(self.archive_dir, name)
-        await asyncio.to_thread(_archive_file, path, payload.content, self.use_sha, self.fsync)
-        return ArchiverResponse({"path": path})
+            parts = [_file_name("payload_id", payload.results.payload_id)]
+        await asyncio.to_thread(
+            _write_beneath,
+            self.archive_dir,
+            parts,
+            bytes(payload.content),
+            self.fsync,
+            self.use_sha,  # a file named by its sha1 already holds these bytes
+        )
+        return ArchiverResponse({"path": os.path.join(self.archive_dir, *parts)})
 
     async def get(self, task: ArchiverResponse) -> Payload:
         """Load the payload ``archive`` saved, from ``task.results["path"]``.
@@ -391,6 +398,11 @@ class _Watch:
     loop, where everything else happens. A file is complete when its writer closes it (inotify
     on Linux reports that), when it is renamed into the directory, or, for events that say
     neither, when its size and modification time stay the same for ``watch_settle`` seconds.
+
+    Events wait in ``pending``, each ``(kind, path)`` once: while ``queue.put`` waits for the
+    scans, a writer alternating between two files made a FIFO of events grow by one per
+    ``write()`` (100,000 entries for 100,000 writes), bounded by nothing. Held once, they are
+    bounded by the files that exist: a deletion drops what was held for its path.
     """
 
     def __init__(self, plugin: FileDirPlugin, source: str, queue: asyncio.Queue[Any]) -> None:
@@ -398,7 +410,11 @@ class _Watch:
         self.source = source
         self.queue = queue
         self.log = plugin.log
-        self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        #: ``(kind, path)`` events not yet handled, oldest first: an ordered set. An
+        #: OrderedDict, whose ``popitem(last=False)`` is O(1): taking a dict's first key
+        #: passes over every key deleted before it (300,000 events took minutes).
+        self.pending: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.arrived = asyncio.Event()
         self.settling: dict[str, asyncio.Task[None]] = {}
         # Versions, not paths: a file renamed after it was queued is the same version (#12).
         self.ingested: collections.OrderedDict[_Version, None] = collections.OrderedDict()
@@ -417,7 +433,7 @@ class _Watch:
         else:
             observer = Observer()
         close_events = not plugin.watch_polling and _reports_closes(observer)
-        bridge = _EventBridge(asyncio.get_running_loop(), self.events)
+        bridge = _EventBridge(asyncio.get_running_loop(), self.post)
         try:
             observer.schedule(bridge, self.source, recursive=plugin.recursive)
             observer.start()
@@ -434,13 +450,29 @@ class _Watch:
                         return
                     await self._ingest(path)
             while not self.done:
-                kind, path = await self.events.get()
+                if not self.pending:
+                    self.arrived.clear()
+                    await self.arrived.wait()
+                    continue
+                (kind, path), _ = self.pending.popitem(last=False)
                 await self._handle(kind, path, close_events)
         finally:
             for task in self.settling.values():
                 task.cancel()
             observer.stop()
             await asyncio.to_thread(observer.join, 10)
+
+    def post(self, kind: str, path: str) -> None:
+        """Hold an event for the watch to handle; runs on the event loop, even while the watch
+        waits for room in the queue."""
+        if kind == "deleted":
+            # Whatever was held for the path would find it gone; settling it is moot.
+            for held in _FILE_EVENTS:
+                self.pending.pop((held, path), None)
+            self._stop_settling(path)
+            return
+        self.pending[kind, path] = None  # one already held keeps its place
+        self.arrived.set()
 
     async def _handle(self, kind: str, path: str, close_events: bool) -> None:
         if kind == "ready":
@@ -455,14 +487,22 @@ class _Watch:
         elif kind in ("created", "moved", "modified"):
             self._stop_settling(path)
             self.settling[path] = asyncio.ensure_future(self._settle(path))
-        elif kind == "deleted":
-            self._stop_settling(path)
         elif kind == "directory moved" and self.plugin.recursive:
-            async with contextlib.aclosing(self.plugin._files(path)) as moved_files:
-                async for moved in moved_files:
-                    if self.done:
-                        return
-                    await self._ingest(moved)
+            await self._walk(path)
+        elif kind == "lost":
+            # The kernel's queue overflowed: files may have come with no event. Walk the whole
+            # tree again; each version already queued is passed over.
+            self.log.warning(
+                "file system events under %s were lost; listing it again to catch up", path
+            )
+            await self._walk(self.source)
+
+    async def _walk(self, top: str) -> None:
+        async with contextlib.aclosing(self.plugin._files(top)) as files:
+            async for path in files:
+                if self.done:
+                    return
+                await self._ingest(path)
 
     def _stop_settling(self, path: str) -> None:
         task = self.settling.pop(path, None)
@@ -479,7 +519,7 @@ class _Watch:
             if now == before:
                 break
             before = now
-        self.events.put_nowait(("ready", path))
+        self.post("ready", path)
 
     async def _ingest(self, path: str) -> None:
         if self.done or not self._wanted(path):
@@ -517,14 +557,17 @@ class _Watch:
         return True
 
 
-class _EventBridge(FileSystemEventHandler):
-    """Runs in watchdog's thread: posts ``(kind, path)`` to the event loop's queue."""
+# The file events the watch acts on; watchdog's others (opened, closed without writing: each
+# read of ours makes both) are dropped where they arrive.
+_FILE_EVENTS = ("created", "modified", "closed", "moved", "deleted", "ready")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue[tuple[str, str]]
-    ) -> None:
+
+class _EventBridge(FileSystemEventHandler):
+    """Runs in watchdog's thread: hands ``(kind, path)`` to ``post`` on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, post: Callable[[str, str], None]) -> None:
         self.loop = loop
-        self.events = events
+        self.post = post
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
@@ -535,12 +578,17 @@ class _EventBridge(FileSystemEventHandler):
         if kind == "moved":
             self._post("deleted", event.src_path)
             self._post("moved", event.dest_path)
-        else:
+        elif kind in _FILE_EVENTS:
             self._post(kind, event.src_path)
+
+    def on_events_lost(self, event: FileSystemEvent) -> None:
+        """The kernel dropped events (inotify's queue overflowed). watchdog reports this here
+        only, never to ``on_any_event``; versions without ``EventsLostEvent`` never call it."""
+        self._post("lost", event.src_path)
 
     def _post(self, kind: str, path: bytes | str) -> None:
         try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, os.fsdecode(path)))
+            self.loop.call_soon_threadsafe(self.post, kind, os.fsdecode(path))
         except RuntimeError:
             pass  # the event loop has closed: the watch is over
 
@@ -641,11 +689,13 @@ class _SourceFiles:
 
     def _open(self, path: str) -> int:
         if self.follow_symlinks:
+            _refuse_special(os.stat(path))
             return os.open(path, _FILE_FLAGS)
         if self.root_error is not None:
             raise _Skip(self.root_error)
         if self.root is None:  # no openat here: refuse a link at the last step only
             try:
+                _refuse_special(os.stat(path, follow_symlinks=False))
                 return os.open(path, _FILE_FLAGS | _NOFOLLOW)
             except OSError:
                 if os.path.islink(path):
@@ -694,6 +744,8 @@ def _open_beneath(root: int, parts: Sequence[str]) -> int:
             last = depth == len(parts) - 1
             flags = (_FILE_FLAGS if last else _DIRECTORY_FLAGS) | _NOFOLLOW
             try:
+                if last:
+                    _refuse_special(os.stat(name, dir_fd=fd, follow_symlinks=False))
                 opened = os.open(name, flags, dir_fd=fd)
             except OSError as exc:
                 # Linux says ELOOP for a link at the last step, ENOTDIR before it (O_DIRECTORY).
@@ -708,6 +760,21 @@ def _open_beneath(root: int, parts: Sequence[str]) -> int:
             os.close(fd)
         raise
     return fd
+
+
+def _refuse_special(info: os.stat_result) -> None:
+    """Refuse what ``info`` describes unless it is a regular file or a symbolic link (which the
+    open refuses or follows), before anything opens it.
+
+    Opening is not harmless: it completes a writer's wait on a FIFO (whose next write then
+    fails with EPIPE) and starts some devices (a tape rewinds when closed, a hardware
+    watchdog arms). ``fstat`` after the open stays the check that counts; this one keeps
+    the open from happening for what is already known to be special.
+
+    :raises _Skip: it is not a regular file.
+    """
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        raise _Skip(f"not a regular file ({_kind(info.st_mode)})")
 
 
 def _is_link(name: str, directory: int) -> bool:
@@ -764,15 +831,92 @@ def _version(path: str, follow_symlinks: bool) -> Optional[_Version]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def _archive_file(path: str, content: Any, content_addressed: bool, fsync: bool) -> None:
-    # A file named by its sha1 already holds these bytes: the atomic write makes it whole.
-    if content_addressed and os.path.isfile(path):
+# Making directories, writing and renaming relative to an open directory (mkdirat, openat,
+# renameat) is what keeps writes inside results_dir and archive_dir.
+_CAN_WRITE_BENEATH = _CAN_WALK and all(
+    call in os.supports_dir_fd for call in (os.mkdir, os.stat, os.rename, os.unlink)
+)
+
+
+def _write_beneath(
+    root: str, parts: Sequence[str], data: bytes, fsync: bool, keep_existing: bool = False
+) -> None:
+    """Write ``data`` to ``root/parts...`` as ``_write_atomically`` does, following no symbolic
+    link below ``root`` (``root`` itself is configuration, trusted).
+
+    A link planted below ``root`` (``archive/a/b/c/d/e`` to ``/etc/cron.d``: whoever can write
+    in ``source_dir`` can when ``archive_dir`` lies inside it, and knows the sha1 of what they
+    send) once led the write wherever it pointed. Each directory is now made and opened one
+    name at a time, each relative to the one before, refusing links.
+
+    :param keep_existing: a regular file already at the name is left as it is.
+    :raises StoqPluginException: a name on the way is a symbolic link.
+    :raises OSError: as the writing does.
+    """
+    if not _CAN_WRITE_BENEATH:
+        path = os.path.join(root, *parts)
+        if not (keep_existing and os.path.isfile(path)):
+            _write_atomically(path, data, fsync)
         return
-    _write_atomically(path, bytes(content), fsync)
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(root, _DIRECTORY_FLAGS)
+    try:
+        for depth, name in enumerate(parts[:-1]):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, dir_fd=fd)
+            try:
+                opened = os.open(name, _DIRECTORY_FLAGS | _NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_link(name, fd):
+                    link = os.path.join(root, *parts[: depth + 1])
+                    raise StoqPluginException(
+                        f"refusing to write below {link}: it is a symbolic link, and filedir "
+                        f"follows none below {root}"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = opened
+        name = parts[-1]
+        if keep_existing:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    return
+        _write_in(fd, name, data, fsync)
+    finally:
+        os.close(fd)
+
+
+def _write_in(directory: int, name: str, data: bytes, fsync: bool) -> None:
+    """Write ``data`` to ``name`` in the open ``directory`` through a temporary file renamed
+    over it; renaming replaces a link at ``name`` rather than writing through it."""
+    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0)
+    fd = os.open(temporary, flags, 0o666, dir_fd=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=directory)
+        raise
+    if fsync:
+        with contextlib.suppress(OSError):
+            os.fsync(directory)  # makes the rename itself durable
+
+
+def _split(path: str) -> list[str]:
+    for separator in os.altsep or "":
+        path = path.replace(separator, os.sep)
+    return path.split(os.sep)
 
 
 def _write_atomically(path: str, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed over it (synced if ``fsync``)."""
+    """Write ``data`` to ``path`` through a temporary file renamed over it (synced if ``fsync``);
+    where ``_write_beneath`` cannot work."""
     directory, name = os.path.split(path)
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")

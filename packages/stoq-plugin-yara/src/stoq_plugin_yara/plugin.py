@@ -53,6 +53,9 @@ RULE_SUFFIXES = (".yar", ".yara")
 # Every file written by yara's Rules.save() starts with these bytes.
 _COMPILED_MAGIC = b"YARA"
 
+# yara-python takes the timeout as a C int; a larger one raised OverflowError in every scan.
+_YARA_MAX_TIMEOUT = 2**31 - 1
+
 Externals = dict[str, Union[str, int, float, bool]]
 
 
@@ -178,7 +181,8 @@ class YaraPlugin(WorkerPlugin, DispatcherPlugin):
         content = payload.content
         data = content if isinstance(content, bytes) else bytes(content)
         # yara counts whole seconds; rounding up keeps a fraction from meaning "no limit".
-        kwargs: dict[str, Any] = {"data": data, "timeout": math.ceil(self.timeout)}
+        timeout = min(math.ceil(self.timeout), _YARA_MAX_TIMEOUT)
+        kwargs: dict[str, Any] = {"data": data, "timeout": timeout}
         if self.externals:
             # Compiled rules files were built elsewhere; their externals are only set here.
             kwargs["externals"] = self.externals
