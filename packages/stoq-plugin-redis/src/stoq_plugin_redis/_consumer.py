@@ -128,9 +128,10 @@ class StreamConsumer:
                     idle_since = None
                     continue
                 except redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    if not _group_gone(exc):
                         raise
-                    # Redis came back without its data (no persistence): start the group again.
+                    # Redis came back without its data (no persistence), or the stream or group
+                    # was deleted: start the group again.
                     self.log.warning(
                         "group %s of %s is gone; creating it again", self.group, self.stream
                     )
@@ -208,7 +209,8 @@ class StreamConsumer:
                 continue
             delivery = Delivery(mid, fields, int(pending[0]["times_delivered"]))
             if delivery.deliveries > self.max_deliveries:
-                error = text(last_error) if last_error else _NO_ERROR
+                # Lenient: the errors hash is anyone's to write, and this read must not die of it.
+                error = text(last_error, lenient=True) if last_error else _NO_ERROR
                 try:
                     await self._dead_letter_now(delivery, error)
                 except RETRYABLE:
@@ -231,6 +233,10 @@ class StreamConsumer:
             summary = await self.client.xpending(self.stream, self.group)
         except RETRYABLE:
             return False
+        except redis.exceptions.ResponseError as exc:
+            if not _group_gone(exc):
+                raise
+            return False  # deleted since the last read, which the next one makes again
         return int(summary["pending"]) == 0
 
     async def _leave(self) -> None:
@@ -423,6 +429,14 @@ class StreamConsumer:
     def _release(self, message_id: str) -> None:
         if self._held.pop(message_id, None) is not None:
             self._room.set()
+
+
+def _group_gone(exc: redis.exceptions.ResponseError) -> bool:
+    """Whether Redis refused a command because the group, or the whole stream, is gone."""
+    # redis-py has no class for these: the error code is all there is. NOGROUP: no such group
+    # (or stream). UNBLOCKED: the stream was deleted while an XREADGROUP waited on it (Redis 7).
+    message = str(exc)
+    return "NOGROUP" in message or "UNBLOCKED" in message
 
 
 # A message no longer held: its delivery count is unknown, so count it as delivered before.

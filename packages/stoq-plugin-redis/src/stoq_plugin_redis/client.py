@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -64,6 +65,7 @@ Source = Union[str, "os.PathLike[str]", bytes]
 
 _BATCH = 256  # task messages sent per round trip
 _PATIENCE = 30.0  # seconds a long-running read waits out a Redis restart
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a stream entry id, as a marker holds one
 
 log = logging.getLogger("stoq.redis.client")
 
@@ -370,14 +372,29 @@ async def _finished(
         chunk = task_ids[start : start + 1000]
         keys = [result_key(prefix, task_id) for task_id in chunk]
         markers = await _run(functools.partial(client.mget, keys), url)
-        done = [(task_id, text(m)) for task_id, m in zip(chunk, markers) if m is not None]
+        done = []
+        for task_id, key, marker in zip(chunk, keys, markers):
+            if marker is None:
+                continue
+            # Anything may be written under a marker's key: one that does not name an entry is
+            # that task's outcome, not the end of the others'.
+            entry_id = text(marker, lenient=True)
+            if _ENTRY_ID.fullmatch(entry_id):
+                done.append((task_id, entry_id))
+            else:
+                why = f"its result marker {key} holds {show(marker)}, not a results-stream entry id"
+                outcomes.append(Outcome(task_id, None, why))
         if not done:
             continue
         pipe = client.pipeline(transaction=False)
         for _, entry_id in done:
             pipe.xrange(results_stream, min=entry_id, max=entry_id, count=1)
-        found = await _run(pipe.execute, url)
+        found = await _run(functools.partial(pipe.execute, raise_on_error=False), url)
         for (task_id, entry_id), entries in zip(done, found):
+            if isinstance(entries, Exception):  # an id Redis refuses (its numbers too large)
+                why = f"its result marker holds {entry_id!r}, which Redis refuses: {entries}"
+                outcomes.append(Outcome(task_id, None, why))
+                continue
             if not entries:
                 outcomes.append(Outcome(task_id, None, "its result was trimmed from the stream"))
                 continue
