@@ -315,6 +315,9 @@ class ResultCache:
 def _replay(entry: dict[str, Any], payload: Payload) -> WorkerResponse:
     if type(entry["stored"]) is not str:
         raise TypeError("stored is not a time")
+    for name in ("errors", "extracted"):
+        if type(entry[name]) is not list:
+            raise TypeError(f"{name} is not a list")
     errors: list[Any] = []
     for error in entry["errors"]:
         if isinstance(error, str):
@@ -332,15 +335,34 @@ def _replay(entry: dict[str, Any], payload: Payload) -> WorkerResponse:
         ExtractedPayload(
             base64.b64decode(child["content"], validate=True),
             PayloadMeta(
-                child["should_archive"],
-                child["should_scan"],
-                child["extra_data"],
-                child["dispatch_to"],
+                _flag(child["should_archive"]),
+                _flag(child["should_scan"]),
+                _mapping(child["extra_data"]),
+                _names(child["dispatch_to"]),
             ),
         )
         for child in entry["extracted"]
     ]
-    return WorkerResponse(entry["results"], extracted, errors, list(entry["dispatch_to"]))
+    return WorkerResponse(entry["results"], extracted, errors, _names(entry["dispatch_to"]))
+
+
+def _flag(value: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError("not true or false")
+    return value
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError("not an object")
+    return value
+
+
+def _names(value: Any) -> list[str]:
+    # A string is iterable too: "abc" once dispatched to plugins a, b and c.
+    if type(value) is not list or not all(type(name) is str for name in value):
+        raise TypeError("not a list of plugin names")
+    return value
 
 
 def stored_now() -> str:
@@ -360,7 +382,7 @@ def _decode(key: str, value: bytes) -> Optional[dict[str, Any]]:
     """A backend's value as an entry; ``None`` (a miss) if it is not one this version wrote."""
     try:
         entry = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
         entry = None
     if type(entry) is dict and entry.get("format") == _FORMAT and _FIELDS <= entry.keys():
         return entry
