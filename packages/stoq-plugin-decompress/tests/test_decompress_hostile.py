@@ -61,10 +61,10 @@ def _bzip2_encoded(header: bytes, padding: int) -> bytes:
     return _seven_zip(encoded, packed)
 
 
-def _many_entries(count: int) -> bytes:
-    """A 7z whose (encoded) header declares ``count`` nameless empty entries."""
+def _many_entries(count: int, encoded: bool = True) -> bytes:
+    """A 7z whose header (bzip2-encoded, or plain) declares ``count`` nameless empty entries."""
     header = b"\x01\x05" + _number(count) + b"\x19" + _number(count) + bytes(count) + b"\x00\x00"
-    return _bzip2_encoded(header, 0)
+    return _bzip2_encoded(header, 0) if encoded else _seven_zip(header)
 
 
 def _seven_zip_named(members: list[tuple[str, bytes]]) -> bytes:
@@ -177,13 +177,30 @@ def test_a_7z_of_more_entries_than_maximum_count_checks_only_those_it_extracts(
 
     monkeypatch.setattr(py7zr.py7zr, "get_sanitized_output_path", counted)
 
-    response = run(load(tmp_path, maximum_count=10), _many_entries(5000))
+    response = run(load(tmp_path, maximum_count=10), _many_entries(900))
 
     assert response is not None
     assert error_texts(response) == [
         "maximum_count (10 members) exceeded: extraction stopped before member 'contents'"
     ]
     assert len(checked) == 10
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["encoded header", "plain header"])
+def test_a_7z_declaring_far_more_entries_than_maximum_count_is_never_opened(
+    tmp_path: Path, encoded: bool
+) -> None:
+    # py7zr builds every entry's record before the first member comes out: 164 bytes declaring
+    # 400,000 entries peaked at 277 MiB, a plain 1 MB header of 1,000,000 at 605 MiB in 7 s.
+    archive = _many_entries(200_000, encoded)
+
+    response, peak = _peak(load(tmp_path), archive)
+
+    assert error_texts(response) == [
+        "maximum_count (1000 members) exceeded: the 7z archive declares 200000 entries, more "
+        "than 100 times as many; not opened"
+    ]
+    assert peak < 8 * MIB
 
 
 # -- tar ----------------------------------------------------------------------------------------
