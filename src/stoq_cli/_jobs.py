@@ -80,6 +80,10 @@ _GATHER = 0.002  #: seconds ``stoq scan`` lets its workers' lines gather between
 #: ``stoq`` script again in each worker, which imports it).
 _PRELOAD = ("stoq_cli.main", "stoq_cli._jobs_worker", "stoq_cli._scan", "stoq_core.engine")
 _PIPE_SIZE = 1 << 20  #: a result pipe's size: 1 MiB holds about 700 small responses
+#: Seconds a worker told to finish has to exit before it is killed: longer than the result
+#: cache's last write may wait for another process's (``_cache_local.CLOSE_TIMEOUT``), with
+#: the plugins' exit handlers after it.
+_END_WAIT = 10.0
 #: ``stoq run``: requests a worker holds for each it scans at once (``provider_consumers``)
 _PIPELINE = 8
 #: ``stoq run``: request bytes a worker may hold beyond those it scans at once: large payloads
@@ -193,7 +197,7 @@ class _Worker:
 
     def end(self) -> Optional[int]:
         """Wait for the process to be gone (its result pipe is closed); its exit code."""
-        self.process.join(5)
+        self.process.join(_END_WAIT)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
