@@ -21,6 +21,7 @@ one is not scanned, and its response holds an Error naming the limit (``stoq sca
 from __future__ import annotations
 
 import os
+import select
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -233,7 +234,8 @@ def collect(args: Sequence[str], allow_empty: bool, warn: Callable[[str], None])
 
     Named files are checked now; directories are walked when the result is iterated.
 
-    :raises CliError: a named file is missing, unreadable, not a file or directory, or empty.
+    :raises CliError: a named file is missing, unreadable, not a file or directory, or empty;
+        or an argument is empty.
     """
     args = list(args) or ["-"]
     if args.count("-") > 1:
@@ -244,6 +246,10 @@ def collect(args: Sequence[str], allow_empty: bool, warn: Callable[[str], None])
         if arg == "-":
             named.append(Input(None))  # read by read_stdin
             continue
+        if not arg:
+            # pathlib reads '' as '.': 'stoq scan "$FILE"' with FILE unset scanned the
+            # working directory, every file in it, where cat and ls say there is no such file.
+            raise CliError("'' is not a file name (an unset shell variable?): name a file")
         path = Path(arg)
         info = _stat(path)
         mode = info.st_mode
@@ -278,13 +284,35 @@ def skip_reason(path: str, allow_empty: bool) -> Optional[str]:
 
 
 def _read_stdin(size: int) -> bytes:
+    """At most ``size`` bytes of stdin: all of it, up to its end.
+
+    A stdin left non-blocking (``O_NONBLOCK`` is shared with whoever else holds the pipe or
+    terminal, such as a parent that set it) gives only what has arrived so far, or nothing:
+    one read scanned a truncated payload, or found stdin "empty". Read on, waiting for more,
+    until the end.
+    """
     stream = sys.stdin
     if stream is None:
         raise CliError("stdin is closed: nothing to read for -")
+    buffer = stream.buffer
+    chunks: list[bytes] = []
+    total = 0
     try:
-        return stream.buffer.read(size)
+        while total < size:
+            try:
+                chunk = buffer.read(size - total)
+            except BlockingIOError:
+                chunk = None
+            if chunk is None:  # non-blocking, and nothing has arrived yet
+                select.select([buffer.fileno()], [], [])
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
     except OSError as exc:
         raise CliError(f"cannot read stdin: {exc.strerror or exc}") from None
+    return b"".join(chunks)
 
 
 def _stat(path: Path) -> os.stat_result:
@@ -295,8 +323,8 @@ def _stat(path: Path) -> os.stat_result:
 
 
 def _check_readable(path: Path) -> None:
+    # Not blocking: a file swapped for a FIFO since it was looked at would wait for a writer.
     try:
-        with path.open("rb"):
-            pass
+        os.close(os.open(path, _OPEN_FLAGS))
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None

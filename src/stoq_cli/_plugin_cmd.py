@@ -26,6 +26,7 @@ from stoq_cli._params import (
     plugin_dir_option,
     remember_log_level,
 )
+from stoq_core._printable import printable
 
 if TYPE_CHECKING:
     from stoq_core import Option, PluginInfo, Stoq
@@ -140,8 +141,12 @@ def new(name: str, hooks: tuple[str, ...], directory: Path, description: str) ->
         target = write_scaffold(scaffold, directory)
     except ScaffoldError as exc:
         raise CliError(str(exc)) from None
-    click.echo(f"created {target} ({scaffold.distribution}: {', '.join(scaffold.parts)})")
-    click.echo(f"next: the steps under 'Develop' in {target / 'README.md'}", err=True)
+    # The folder's name may hold bytes that are not UTF-8 (--dir $'\xff'): shown escaped.
+    shown = printable(str(target))
+    click.echo(f"created {shown} ({scaffold.distribution}: {', '.join(scaffold.parts)})")
+    click.echo(
+        f"next: the steps under 'Develop' in {printable(str(target / 'README.md'))}", err=True
+    )
     return EXIT_OK
 
 

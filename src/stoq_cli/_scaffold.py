@@ -231,7 +231,8 @@ class Scaffold:
     ``hooks`` may be what ``parse_hooks`` returns, extras included: they are moved to
     ``extras``, so ``hooks`` holds hooks alone (the plugin's ``info.hooks``).
 
-    :raises ScaffoldError: a command is asked for a name ``stoq`` keeps for its own command.
+    :raises ScaffoldError: a command is asked for a name ``stoq`` keeps for its own command,
+        or the description holds a character that is not printable.
     """
 
     name: str
@@ -251,6 +252,13 @@ class Scaffold:
         # Frozen: set through object, once, so that every reader sees the split parts.
         object.__setattr__(self, "hooks", tuple(h for h in HOOK_ORDER if h in parts))
         object.__setattr__(self, "extras", tuple(e for e in EXTRAS if e in parts))
+        if not self.description.isprintable():
+            # A control character is illegal in a TOML string (the pyproject would not parse,
+            # and the project would not build), and a byte that is not UTF-8 cannot be written.
+            raise ScaffoldError(
+                f"description {self.description!r} holds a character that is not printable "
+                "(a control character, or a byte that is not UTF-8): write it in plain text"
+            )
         if "command" in self.extras and self.name in BUILTIN_COMMANDS:
             raise ScaffoldError(
                 f"a plugin named {self.name!r} cannot add a command: 'stoq {self.name}' is "

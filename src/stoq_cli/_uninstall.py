@@ -288,10 +288,15 @@ def _did_you_mean(name: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_ANSWER = 256  #: characters of an answer read at most; a longer one is no yes
+
+
 def _confirmed() -> bool:
     """Ask on stderr and read stdin, as pip does; no answer at all is not a yes."""
     print("Proceed (Y/n)? ", end="", file=sys.stderr, flush=True)
-    answer: Optional[str] = sys.stdin.readline() if sys.stdin is not None else ""
+    # A line of at most _ANSWER characters: stdin with no newline in it (/dev/zero, a binary
+    # file) was read whole, growing until the memory ran out.
+    answer: Optional[str] = sys.stdin.readline(_ANSWER) if sys.stdin is not None else ""
     if not answer:
         print(file=sys.stderr)
         raise CliError("no answer on stdin: add -y to uninstall without asking")
