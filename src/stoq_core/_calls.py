@@ -113,8 +113,20 @@ class PluginCalls:
                 errors.append(
                     Error(f"{problem}; results dropped", plugin.name, payload_id_of(about))
                 )
-        if outcome.errors:
-            errors.extend(self.attributed(outcome.errors, plugin.name, about))
+        try:
+            if outcome.errors:
+                errors.extend(self.attributed(outcome.errors, plugin.name, about))
+        except Exception as exc:
+            # Not a list, or a generator that raised part way: the plugin's error, not the
+            # request's (it once ended the scan).
+            message = f"returned errors that could not be read: {type(exc).__name__}: "
+            errors.append(
+                Error(
+                    cut(message + text_of(exc), self.limits.max_error_length),
+                    plugin.name,
+                    payload_id_of(about),
+                )
+            )
         return outcome
 
     def attributed(
@@ -139,9 +151,12 @@ class PluginCalls:
         for error in given[:room]:
             if type(error) is not Error:
                 if isinstance(error, Error):  # a subclass: keep its fields, not its type
-                    error = Error(error.error, error.plugin_name, error.payload_id)
+                    error = Error(error.error, _name(error.plugin_name), _name(error.payload_id))
                 else:
                     error = Error(text_of(error), plugin_name, payload_id_of(about))
+            elif not (_is_name(error.plugin_name) and _is_name(error.payload_id)):
+                # Written into the JSON and used as a key: a list there once ended the scan.
+                error = Error(error.error, _name(error.plugin_name), _name(error.payload_id))
             if len(error.error) > self.limits.max_error_length:
                 error.error = cut(error.error, self.limits.max_error_length)
             kept.append(error)
@@ -430,6 +445,18 @@ def text_of(thing: Any) -> str:
         return str(thing)
     except BaseException:
         return f"<{type(thing).__name__} whose str() failed>"
+
+
+def _is_name(value: Any) -> bool:
+    return value is None or (type(value) is str and len(value) <= _MAX_NAME)
+
+
+def _name(value: Any) -> Optional[str]:
+    """An ``Error``'s ``plugin_name`` or ``payload_id`` as text (or None), however given."""
+    return value if _is_name(value) else text_of(value)[:_MAX_NAME]
+
+
+_MAX_NAME = 200  # characters of an Error's plugin_name or payload_id kept (ids have 36)
 
 
 def cut(text: str, length: int) -> str:

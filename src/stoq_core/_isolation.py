@@ -693,8 +693,12 @@ class IsolatedPlugin:
             raise
         try:
             (kind, value), retire = pickle.loads(reply)
-        except Exception as exc:
+        except BaseException as exc:
+            # Unpickling runs the plugin's reducers here: one calling sys.exit once left this
+            # process neither idle nor forgotten, and every later call waited for it forever.
             self._release(child)
+            if not isinstance(exc, Exception):
+                raise
             raise StoqPluginException(
                 f"the answer of {self.name!r}'s process could not be read here: "
                 f"{type(exc).__name__}: {exc}"

@@ -290,15 +290,28 @@ class Rounds:
             )
             if response is not None:
                 first = len(picks[payload])
-                picks[payload].extend(
-                    _names(
-                        response.plugin_names,
-                        "plugin_names",
-                        dispatcher.name,
-                        payload.results,
-                        errors[payload],
+                try:
+                    picks[payload].extend(
+                        _names(
+                            response.plugin_names,
+                            "plugin_names",
+                            dispatcher.name,
+                            payload.results,
+                            errors[payload],
+                        )
                     )
-                )
+                except Exception as exc:  # a generator that raised part way
+                    errors[payload].append(
+                        Error(
+                            cut(
+                                "returned plugin_names that could not be read: "
+                                f"{type(exc).__name__}: {text_of(exc)}",
+                                self.stoq.max_error_length,
+                            ),
+                            dispatcher.name,
+                            payload.results.payload_id,
+                        )
+                    )
                 payload.dispatch_meta[dispatcher.name] = response.meta
                 if self.routing is not None:
                     for name in picks[payload][first:]:
@@ -480,8 +493,11 @@ class Rounds:
         digest = child.digest()
         twin = self.seen.get(digest)
         if twin is not None:
-            twin.results.extracted_by.append(worker)
-            twin.results.extracted_from.append(parent.results.payload_id)
+            # Once per worker and parent: the same member a million times (or one
+            # ExtractedPayload returned a million times) once grew these lists by a million.
+            if self._first_report((digest, worker, parent.results.payload_id)):
+                twin.results.extracted_by.append(worker)
+                twin.results.extracted_from.append(parent.results.payload_id)
             return
         limit = self._over_budget(child)
         if limit is not None:
@@ -497,6 +513,7 @@ class Rounds:
             )
             return
         self.seen[digest] = child
+        self._first_report((digest, worker, parent.results.payload_id))  # for its twins
         request.payloads.append(child)
         if round_number >= self.stoq.max_recursion:
             if self.calls.on_limit_hit is not None:
@@ -512,6 +529,12 @@ class Rounds:
             names = _names(meta.dispatch_to, "dispatch_to", worker, child.results, request.errors)
             meta.dispatch_to = names  # what the JSON shows, an iterator read once
             self.pending.setdefault(child, []).extend(names)
+            return
+        if meta.dispatch_to:
+            # Not scheduled, but in the JSON all the same: held to the same limits.
+            meta.dispatch_to = _names(
+                meta.dispatch_to, "dispatch_to", worker, child.results, request.errors
+            )
 
     def charge_in_flight(self, nbytes: int) -> None:
         """A worker is producing ``nbytes`` for this request (``charge_extracted_bytes``)."""
@@ -557,6 +580,7 @@ class Rounds:
 
 
 _MAX_NAMES = 1000  # worker names one response may ask for
+_MAX_NAME_LENGTH = 200  # characters of one; a longer one is no plugin's (errors quote it)
 
 
 def _names(
@@ -566,14 +590,19 @@ def _names(
     that is not one is reported as ``plugin``'s error, not passed on to crash the request."""
     if type(names) is not list:
         names = list(itertools.islice(names, _MAX_NAMES + 1))
-    good = [name for name in names[:_MAX_NAMES] if type(name) is str and name]
+    good = [name for name in names[:_MAX_NAMES] if _is_name(name)]
     if len(good) < len(names):
-        bad = [name for name in names[:_MAX_NAMES] if type(name) is not str or not name]
-        what = f"{len(bad)} item(s) that are not plugin names, e.g. {text_of(bad[0])[:80]!r}"
-        if len(names) > _MAX_NAMES:
-            what = f"more than {_MAX_NAMES} names" if not bad else what
+        bad = [name for name in names[:_MAX_NAMES] if not _is_name(name)]
+        if bad:
+            what = f"{len(bad)} item(s) that are not plugin names, e.g. {text_of(bad[0])[:80]!r}"
+        else:  # (bad[0] was once read here: more than 1000 good names raised IndexError)
+            what = f"more than {_MAX_NAMES} names"
         errors.append(Error(f"{field} holds {what}; they were ignored", plugin, about.payload_id))
     return good
+
+
+def _is_name(name: Any) -> bool:
+    return type(name) is str and 0 < len(name) <= _MAX_NAME_LENGTH
 
 
 def _malformed(extracted: Any) -> Optional[str]:

@@ -409,12 +409,33 @@ class Stoq(Providers):
 
     async def _decorate(self, response: StoqResponse) -> None:
         decorators = list(self._decorators.values())
+        # Decorators may change the response, but not into one that cannot be filed into,
+        # saved or written: a decorator setting ``response.errors = None`` once ended the scan.
+        kept = {
+            "results": response.results,
+            "errors": response.errors,
+            "decorators": response.decorators,
+        }
+        errors: list[Error] = []
         outcomes = await self._calls.call_each(
-            [
-                (decorator, "decorate", (response,), response.errors, None)
-                for decorator in decorators
-            ]
+            [(decorator, "decorate", (response,), errors, None) for decorator in decorators]
         )
+        replaced = [
+            field
+            for field, value in kept.items()
+            if type(getattr(response, field)) is not type(value)
+        ]
+        if replaced:
+            for field in replaced:
+                setattr(response, field, kept[field])
+            errors.append(
+                Error(
+                    f"the response's {' and '.join(replaced)} were replaced with something "
+                    "else; restored",
+                    decorators[0].name if len(decorators) == 1 else None,
+                )
+            )
+        response.errors.extend(errors)
         for decorator, outcome in zip(decorators, outcomes):
             self._calls.take(
                 outcome, DecoratorResponse, decorator, response.errors, None, response.decorators

@@ -64,11 +64,16 @@ def jsonable(obj: Any, _active: frozenset[int] = frozenset()) -> Any:
     if id(obj) in _active:
         return "<cycle>"
     active = _active | {id(obj)}
-    if isinstance(obj, Mapping):
-        return {_key(k): jsonable(v, active) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [jsonable(v, active) for v in obj]
-    return jsonable(_default(obj), active)
+    try:
+        if isinstance(obj, Mapping):
+            return {_key(k): jsonable(v, active) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return [jsonable(v, active) for v in obj]
+        return jsonable(_default(obj), active)
+    except Exception:
+        # A mapping whose items() raises or changes while read, an object whose str() raises:
+        # the response is written all the same, without it.
+        return f"<unreadable {type(obj).__name__}>"
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -96,27 +101,37 @@ def check_results(results: Any, max_size: int) -> str | None:
     if type(results) is dict:
         # The common case (hash, most workers): a flat dict of scalars, checked in one loop
         # (every payload takes this path; generator expressions cost more than the check).
+        # Keys count as text too: a million long keys once passed any limit.
         size = 0
         for key, value in results.items():
             kind = type(value)
             if type(key) is not str or kind not in _SCALAR_TYPES:
                 break
+            size += len(key)
             if kind is str:
                 size += len(value)
+            elif kind is int and value.bit_length() > 64:
+                size += value.bit_length() // 3 + 1  # about its digits (hex ones if too long)
         else:
             return (
                 None if size <= max_size else f"results are too large ({size} bytes > {max_size})"
             )
-    # Anything larger: the C encoder accepts most results in a fraction of the walk's time;
-    # only what it refuses (or finds too long) is walked, to say where the problem is.
     try:
-        text = _CHECKER.encode(results)
-    except (TypeError, ValueError, RecursionError):
-        pass
-    else:
-        if len(text) <= max_size:  # JSON text is at least as long as the text it holds
-            return None
-    return _check(results, "results", 0, [max_size])
+        # Anything larger: the C encoder accepts most results in a fraction of the walk's
+        # time; only what it refuses (or finds too long) is walked, to say where the problem
+        # is. An integer too long for it (written in hexadecimal) is walked too, and counted.
+        try:
+            text = _CHECKER.encode(results)
+        except (TypeError, ValueError, RecursionError):
+            pass
+        else:
+            if len(text) <= max_size:  # JSON text is at least as long as the text it holds
+                return None
+        return _check(results, "results", 0, [max_size])
+    except Exception as exc:
+        # A container whose items() raises, a set whose iteration does, a str subclass whose
+        # repr does: results that cannot be read cannot be written either.
+        return f"results cannot be read: {type(exc).__name__}: {_text(exc)[:200]}"
 
 
 def _checked_default(obj: Any) -> Any:
@@ -143,13 +158,21 @@ def _check(value: Any, where: str, depth: int, budget: list[int]) -> str | None:
         if budget[0] < 0:
             return f"results are too large (over {where})"
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # About its digits: one too long for decimal is written in hexadecimal (``jsonable``).
+        budget[0] -= value.bit_length() // 3 + 1
+        if budget[0] < 0:
+            return f"results are too large (over {where})"
+        return None
     if isinstance(value, _WRITABLE):
         return None
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, (*_SCALARS, bytes)):
                 return f"{where} has a key of type {type(key).__name__}"
-            problem = _check(item, f"{where}[{key!r}]", depth + 1, budget)
+            problem = _check(key, f"a key of {where}", depth + 1, budget) or _check(
+                item, f"{where}[{_shown(key)}]", depth + 1, budget
+            )
             if problem:
                 return problem
         return None
@@ -160,6 +183,25 @@ def _check(value: Any, where: str, depth: int, budget: list[int]) -> str | None:
                 return problem
         return None
     return f"{where} is a {type(value).__name__}, which cannot be written as JSON"
+
+
+def _shown(key: Any) -> str:
+    """``key`` as an error message names it: its built-in type's repr (a subclass's own may
+    raise), cut (a key may be megabytes)."""
+    for kind in (str, bytes, bool, int, float):
+        if isinstance(key, kind):
+            text: str = kind.__repr__(key)
+            break
+    else:
+        text = repr(key)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _text(thing: Any) -> str:
+    try:
+        return str(thing)
+    except Exception:
+        return f"<{type(thing).__name__} whose str() failed>"
 
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -197,9 +239,10 @@ def dumps(data: Any, indent: int | None = 4, compactly: bool = False) -> str:
         indent = None
     try:
         text = _encoder(indent).encode(data)
-    except (TypeError, ValueError, RecursionError):
-        # Non-string keys, a reference cycle, NaN or an integer too long to write: rebuild
-        # from plain types rather than crash (or write ``NaN``, which no JSON parser takes).
+    except Exception:
+        # Non-string keys, a reference cycle, NaN or an integer too long to write, or what a
+        # plugin's object raised when read: rebuild from plain types rather than crash (or
+        # write ``NaN``, which no JSON parser takes).
         text = _encoder(indent, str).encode(jsonable(data))
     if not text.isascii():
         try:
