@@ -343,9 +343,10 @@ class PluginManager:
             except Interrupted:
                 raise  # the user's Ctrl-C
             except BaseException as exc:
+                # The plugin's own exception stays reachable (v3 raised it as it was).
                 raise StoqPluginException(
                     self._describe(f"plugin {name!r} from {origin} failed to import", exc)
-                ) from None
+                ) from exc
         else:
             eps = _index.entry_points().get(name)
             if not eps:
@@ -366,7 +367,7 @@ class PluginManager:
                     self._describe(
                         f"plugin {name!r} from {origin} failed to import {ep.value}", exc
                     )
-                ) from None
+                ) from exc
         return target, config, origin
 
     def register(
@@ -405,7 +406,7 @@ class PluginManager:
             except BaseException as exc:  # a plugin's sys.exit() is its failure, not ours
                 raise StoqPluginException(
                     self._describe(f"plugin {name!r} from {origin} failed to start", exc)
-                ) from None
+                ) from exc
             _give_v3_attributes(obj, name, config)
         else:
             obj = target

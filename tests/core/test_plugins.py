@@ -78,6 +78,7 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_work(make_stoq
         stoq.load_plugin("broken")
     assert "'broken'" in str(raised.value)
     assert "stoq-plugin-broken" in str(raised.value)
+    assert isinstance(raised.value.__cause__, ImportError)  # the plugin's own, kept
     assert "not_a_real_dependency_of_anything" in str(raised.value)
     response, results = scan(stoq, start=["broken"])
     assert results[b"root"].workers == {"worker": {"worker": "worker"}}
@@ -92,8 +93,10 @@ def test_a_plugin_that_fails_to_construct_is_reported(make_stoq, install_plugins
     with pytest.raises(
         StoqPluginException,
         match="'needs_key' from distribution stoq-plugin-needs-key failed to start: RuntimeError: needs an API key",
-    ):
+    ) as raised:
         make_stoq(always_dispatch=["needs_key"])
+    # The plugin's own exception is its cause: a v3 script that caught it can reach it.
+    assert type(raised.value.__cause__) is RuntimeError
 
 
 def test_two_distributions_claiming_one_name_is_an_error_naming_both(make_stoq, install_plugins):
