@@ -62,14 +62,21 @@ class ContinuedOption(click.Option):
     """A repeatable option that, as in v3, also takes the plain words after its value.
 
     :param continues: whether a following word has the shape of this option's values.
+    :param paths: its values are existing paths (``--plugin-dir``); a word that is one may
+        continue it. Other options' continuations stop at an existing path: it is an input.
     """
 
     def __init__(
-        self, *args: Any, continues: Callable[[str], bool] = _names_word, **kwargs: Any
+        self,
+        *args: Any,
+        continues: Callable[[str], bool] = _names_word,
+        paths: bool = False,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("multiple", True)
         super().__init__(*args, **kwargs)
         self.continues = continues
+        self.paths = paths
 
 
 class StoqCommand(click.Command):
@@ -156,7 +163,47 @@ def _option_of(
 
 
 def _continues(word: str, param: ContinuedOption) -> bool:
-    return not word.startswith("-") and param.continues(word) and not os.path.lexists(word)
+    if word.startswith("-") or not param.continues(word):
+        return False
+    return param.paths or not os.path.lexists(word)
+
+
+#: Entries ``_holds_plugins`` looks at before it gives up: a word after ``--plugin-dir DIR``
+#: may be a large directory given to scan.
+_PLUGIN_LOOK = 5000
+
+
+def _holds_plugins(word: str) -> bool:
+    """Whether ``word`` is a directory of v3 plugins: a ``.stoq`` file in it, or one or two
+    levels down (``plugins/hash/hash.stoq``; a plugin repository's ``hash/hash/hash.stoq``).
+
+    v3 took every word after ``--plugin-dir`` as another directory (``--plugin-dir d1 d2``);
+    here only one that holds plugins is, so ``stoq scan --plugin-dir d1 samples/`` still scans
+    ``samples/``.
+    """
+    if not os.path.isdir(word):
+        return False
+    looked = 0
+    stack = [(word, 0)]
+    while stack:
+        top, depth = stack.pop()
+        try:
+            listing = os.scandir(top)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                looked += 1
+                if looked > _PLUGIN_LOOK:
+                    return False
+                try:
+                    if entry.name.endswith(".stoq") and entry.is_file():
+                        return True
+                    if depth < 2 and entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, depth + 1))
+                except OSError:
+                    continue
+    return False
 
 
 # -- value parsing ---------------------------------------------------------------------------
@@ -308,11 +355,14 @@ def _seconds(*decls: str, help: str) -> Callable[[F], F]:
 
 
 def plugin_dir_option(help_text: str) -> Callable[[F], F]:
-    """``--plugin-dir DIR`` (repeatable, into ``plugin_dirs``), as every command spells it."""
+    """``--plugin-dir DIR`` (repeatable, into ``plugin_dirs``), as every command spells it; in a
+    ``StoqCommand``, ``--plugin-dir d1 d2`` as v3 wrote it too (see ``_holds_plugins``)."""
     return click.option(
         "--plugin-dir",
         "plugin_dirs",
-        multiple=True,
+        cls=ContinuedOption,
+        continues=_holds_plugins,
+        paths=True,
         type=click.Path(exists=True, file_okay=False),
         metavar="DIR",
         help=help_text,

@@ -482,7 +482,7 @@ def run(consumers: int, jobs: int, **engine: Any) -> int:
     return run_command(EngineOptions(**engine), jobs)
 
 
-class ListCommand(click.Command):
+class ListCommand(StoqCommand):
     """``stoq list``, whose help shows each hook's role from the core's table
     (``stoq_core.plugins.ROLES``), imported only when the help is shown."""
 

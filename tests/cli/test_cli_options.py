@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import click.testing
 import pytest
-from cli_support import StoqRunner
+from cli_support import StoqRunner, write_legacy_plugin
 
 from stoq_cli._params import ContinuedOption
 from stoq_cli.main import cli
@@ -116,3 +116,34 @@ def test_the_plugin_list_options_are_the_continued_kind() -> None:
     }
     assert continued >= {"-s", "-a", "-R", "-C", "-D", "-A", "-S", "-P"}
     assert {"--plugin-opts", "--request-extra"} <= continued
+
+
+def test_plugin_dir_takes_several_directories_v3_style(stoq: StoqRunner, tmp_path: Path) -> None:
+    # v3: --plugin-dir d1 d2 (nargs='+'); the second was once scanned as a file to scan.
+    first, second, samples = tmp_path / "first", tmp_path / "second", tmp_path / "samples"
+    write_legacy_plugin(first, "one3")
+    write_legacy_plugin(second, "two3")
+    samples.mkdir()
+    (samples / "a.bin").write_bytes(b"scanned")
+    sample = samples / "a.bin"
+
+    listed = stoq("list", "--json", "--plugin-dir", str(first), str(second))
+    scanned = stoq(
+        "scan", str(sample), "-s", "one3", "two3", "--plugin-dir", str(first), str(second)
+    )
+    # A directory that holds no plugins after --plugin-dir DIR is an input, as always.
+    walked = stoq("scan", "-s", "one3", "--plugin-dir", str(first), str(samples))
+
+    assert listed.code == 0, listed.err
+    assert {"one3", "two3"} <= {plugin["name"] for plugin in listed.json()}
+    assert scanned.code == 0, scanned.err
+    assert sorted(scanned.json()["results"][0]["workers"]) == ["one3", "two3"]
+    assert walked.code == 0, walked.err
+    [response] = walked.lines()
+    assert response["results"][0]["payload_meta"]["extra_data"]["filename"] == "a.bin"
+
+
+def test_the_plugin_dir_option_is_the_continued_kind_in_scan_run_and_list() -> None:
+    for command in ("scan", "run", "list"):
+        [param] = [p for p in cli.commands[command].params if "--plugin-dir" in p.opts]
+        assert isinstance(param, ContinuedOption) and param.paths
