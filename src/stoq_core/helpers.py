@@ -107,11 +107,12 @@ def check_results(results: Any, max_size: int) -> str | None:
             kind = type(value)
             if type(key) is not str or kind not in _SCALAR_TYPES:
                 break
-            size += len(key)
             if kind is str:
-                size += len(value)
-            elif kind is int and value.bit_length() > 64:
-                size += value.bit_length() // 3 + 1  # about its digits (hex ones if too long)
+                size += len(key) + len(value)  # one addition: this loop runs for every result
+            else:
+                size += len(key)
+                if kind is int and value.bit_length() > 64:
+                    size += value.bit_length() // 3 + 1  # about its digits (hex if too long)
         else:
             return (
                 None if size <= max_size else f"results are too large ({size} bytes > {max_size})"
