@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_helpers import errors_of
+from core_helpers import errors_of, stoq_maker
 
 from stoq_core import Payload, Request, Stoq, StoqResponse
-from stoq_core._isolation import IsolatedPlugin
 
 FAKES = {
     "odd_worker": "hostile_output_fakes:Worker",
@@ -31,21 +30,8 @@ FAKES = {
 def make(install_plugins: Callable[..., Path], tmp_path: Path) -> Iterator[Callable[..., Stoq]]:
     """``make(plugin_opts, **stoq_kwargs)``: a ``Stoq`` with the odd plugins installed."""
     install_plugins(FAKES, dist="stoq-test-hostile-outputs")
-    made: list[Stoq] = []
-
-    def build(plugin_opts: dict[str, dict[str, Any]], **kwargs: Any) -> Stoq:
-        kwargs.setdefault("base_dir", str(tmp_path))
-        kwargs.setdefault("log_dir", None)
-        kwargs.setdefault("plugin_dir_list", [])
-        stoq = Stoq(plugin_opts=plugin_opts, **kwargs)
-        made.append(stoq)
-        return stoq
-
-    yield build
-    for stoq in made:
-        for loaded in stoq.plugins.loaded.values():
-            if isinstance(loaded.obj, IsolatedPlugin):
-                loaded.obj.close()
+    with stoq_maker(tmp_path) as build:
+        yield build
 
 
 def scan(stoq: Stoq, content: bytes = b"root", start: tuple[str, ...] = ()) -> StoqResponse:

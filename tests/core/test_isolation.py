@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_helpers import errors_of
+from core_helpers import errors_of, stoq_maker
 
 from stoq_core import Payload, Request, Stoq, StoqPluginException, StoqResponse
 from stoq_core._isolation import IsolatedPlugin
@@ -60,21 +60,8 @@ def ended(pid: int) -> bool:
 def make(hostile: Path, tmp_path: Path) -> Iterator[Callable[..., Stoq]]:
     """``make(plugin_opts, **stoq_kwargs)``: a ``Stoq`` with the hostile plugins installed; its
     isolated plugins' processes are ended after the test."""
-    made: list[Stoq] = []
-
-    def build(plugin_opts: dict[str, dict[str, Any]], **kwargs: Any) -> Stoq:
-        kwargs.setdefault("base_dir", str(tmp_path))
-        kwargs.setdefault("log_dir", None)
-        kwargs.setdefault("plugin_dir_list", [])
-        stoq = Stoq(plugin_opts=plugin_opts, **kwargs)
-        made.append(stoq)
-        return stoq
-
-    yield build
-    for stoq in made:
-        for loaded in stoq.plugins.loaded.values():
-            if isinstance(loaded.obj, IsolatedPlugin):
-                loaded.obj.close()
+    with stoq_maker(tmp_path) as build:
+        yield build
 
 
 def scan(stoq: Stoq, *contents: bytes, start: tuple[str, ...] = ("hostile",)) -> StoqResponse:
