@@ -20,6 +20,8 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Protocol, TypeVar
 
+import attrs
+
 from stoq_core._manager import LoadedPlugin
 
 if TYPE_CHECKING:
@@ -31,14 +33,17 @@ from stoq_core.helpers import check_results
 __all__ = [
     "CANCEL_GRACE",
     "FAILED",
+    "DroppedErrors",
     "Limits",
     "PluginCalls",
     "Waiting",
     "cut",
+    "dropped_text",
     "gather",
     "interrupting",
     "payload_id_of",
     "text_of",
+    "trim_errors",
 ]
 
 T = TypeVar("T")
@@ -116,6 +121,8 @@ class PluginCalls:
         try:
             if outcome.errors:
                 errors.extend(self.attributed(outcome.errors, plugin.name, about))
+                if len(errors) > 2 * self.limits.max_errors:
+                    trim_errors(errors, self.limits.max_errors)
         except Exception as exc:
             # Not a list, or a generator that raised part way: the plugin's error, not the
             # request's (it once ended the scan).
@@ -457,6 +464,32 @@ def _name(value: Any) -> Optional[str]:
 
 
 _MAX_NAME = 200  # characters of an Error's plugin_name or payload_id kept (ids have 36)
+
+
+@attrs.define(eq=False)
+class DroppedErrors(Error):
+    """Where ``trim_errors`` dropped errors: its text says how many, as ``cap_errors``'s does."""
+
+    count: int = 0
+
+
+def trim_errors(errors: list[Error], limit: int) -> None:
+    """Keep the first ``limit`` of ``errors`` and one ``DroppedErrors`` counting the others
+    (those an earlier trim counted included).
+
+    Called as a plugin's returned errors are filed: one returning ``max_errors`` errors on each
+    of thousands of payloads once held millions until the request ended and ``cap_errors``
+    ran. Outcomes without errors never get here, so a scan pays nothing for it.
+    """
+    count = 0
+    for error in errors[limit:]:
+        count += error.count if type(error) is DroppedErrors else 1
+    del errors[limit:]
+    errors.append(DroppedErrors(dropped_text(count, limit), count=count))
+
+
+def dropped_text(count: int, limit: int) -> str:
+    return f"{count} more error(s) dropped: max_errors ({limit}) reached"
 
 
 def cut(text: str, length: int) -> str:

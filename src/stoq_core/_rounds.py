@@ -15,7 +15,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from stoq_core import _budget, _cache, _logging
-from stoq_core._calls import FAILED, PluginCalls, Waiting, cut, text_of
+from stoq_core._calls import (
+    FAILED,
+    DroppedErrors,
+    PluginCalls,
+    Waiting,
+    cut,
+    dropped_text,
+    text_of,
+)
 from stoq_core._manager import LoadedPlugin
 from stoq_core.data_classes import (
     DispatcherResponse,
@@ -633,6 +641,8 @@ def cap_errors(errors: list[Error], limit: int) -> None:
 
     One request's plugins once filled a response with a million errors (192 MB of JSON).
     """
-    dropped = len(errors) - limit
+    dropped = 0
+    for error in errors[limit:]:  # those trim_errors dropped while the request ran, counted
+        dropped += error.count if type(error) is DroppedErrors else 1
     del errors[limit:]
-    errors.append(Error(f"{dropped} more error(s) dropped: max_errors ({limit}) reached"))
+    errors.append(Error(dropped_text(dropped, limit)))

@@ -359,6 +359,37 @@ def test_errors_from_many_plugins_are_capped_per_response(tmp_path):
     assert response.errors[-1].error.endswith("dropped: max_errors (20) reached")
 
 
+def test_errors_are_capped_while_the_request_runs_not_only_at_its_end(tmp_path):
+    # A worker returning max_errors errors on each of thousands of payloads once held millions
+    # of them until the request ended. Here each of 50 children adds 10; their children, a
+    # round later, see what the request holds by then.
+    held = []
+
+    class Noisy:
+        @hookimpl
+        async def scan(self, payload: Payload, request: Request) -> WorkerResponse:
+            held.append(len(request.errors))
+            content = bytes(payload.content)
+            if content == b"r":
+                extracted = [ExtractedPayload(b"child %d" % i) for i in range(50)]
+            elif content.startswith(b"child"):
+                extracted = [ExtractedPayload(b"grand" + content)]
+            else:
+                extracted = []
+            return WorkerResponse(extracted=extracted, errors=["noise"] * 10)
+
+    stoq = Stoq(
+        base_dir=str(tmp_path), log_dir=None, plugin_dir_list=[], max_errors=10, max_recursion=3
+    )
+    stoq.plugins.register("noisy", Noisy())
+    stoq.always_dispatch = ["noisy"]
+    response = run_scan(stoq, b"r")
+
+    assert len(held) == 101 and max(held) <= 2 * 10
+    assert len(response.errors) == 11
+    assert response.errors[-1].error == "1000 more error(s) dropped: max_errors (10) reached"
+
+
 def test_a_huge_exception_message_is_cut_in_the_response_and_the_log(hostile, tmp_path, caplog):
     stoq = make(tmp_path, {"hostile": {"mode": "huge_error", "size": 50_000_000}})
     response = run_scan(stoq, start=("hostile",))
