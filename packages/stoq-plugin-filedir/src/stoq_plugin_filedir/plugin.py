@@ -889,7 +889,18 @@ def _write_beneath(
 def _write_in(directory: int, name: str, data: bytes, fsync: bool) -> None:
     """Write ``data`` to ``name`` in the open ``directory`` through a temporary file renamed
     over it; renaming replaces a link at ``name`` rather than writing through it."""
-    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    _replace(name, data, fsync, directory)
+    if fsync:
+        with contextlib.suppress(OSError):
+            os.fsync(directory)  # makes the rename itself durable
+
+
+def _replace(name: str, data: bytes, fsync: bool, directory: Optional[int] = None) -> None:
+    """Write ``data`` to a temporary file beside ``name`` and rename it over ``name``;
+    ``name`` is relative to the open ``directory``, or a path when there is none."""
+    head, tail = os.path.split(name)
+    temporary = os.path.join(head, f".{tail}.{secrets.token_hex(6)}.tmp")
+    # O_EXCL: never write through a file or symlink someone placed at the temporary name.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0)
     fd = os.open(temporary, flags, 0o666, dir_fd=directory)
     try:
@@ -903,9 +914,6 @@ def _write_in(directory: int, name: str, data: bytes, fsync: bool) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=directory)
         raise
-    if fsync:
-        with contextlib.suppress(OSError):
-            os.fsync(directory)  # makes the rename itself durable
 
 
 def _split(path: str) -> list[str]:
@@ -917,23 +925,9 @@ def _split(path: str) -> list[str]:
 def _write_atomically(path: str, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file renamed over it (synced if ``fsync``);
     where ``_write_beneath`` cannot work."""
-    directory, name = os.path.split(path)
+    directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never write through a file or symlink someone placed at the temporary name.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    _replace(path, data, fsync)
     if fsync:
         _sync_directory(directory)
 
